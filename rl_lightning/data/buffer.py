@@ -1,0 +1,162 @@
+"""Replay storage of time steps, one lane per environment.
+
+The buffer stores what each environment lane saw at every vector step -- observation,
+action, reward, terminated, truncated -- not ``(s, a, r, s')`` tuples. Row ``t`` of a lane
+holds ``(o_t, a_t, r_{t+1}, terminated_{t+1}, truncated_{t+1})``; the next observation is
+simply row ``t + 1``. One storage therefore serves every estimator:
+
+* the n-step return and its bootstrap observation are rows ``t .. t + n`` of one lane;
+* SARSA's ``a_{t+1}`` is the action stored in row ``t + 1``;
+* every observation is stored once (half the memory of ``(s, s')`` tuples).
+
+Gymnasium's vector envs auto-reset on the *next* step (``AutoresetMode.NEXT_STEP``): the step
+after an episode ends returns the reset observation, reward 0 and no flags, and ignores the
+action. That row's observation is the true final observation of the episode (needed to
+bootstrap a truncated episode), but the row itself is not a transition. It is stored with
+``reset_step=True`` and never sampled as the start of a transition; a window of n steps stops
+at the first ``terminated`` or ``truncated`` flag, so no sample spans two episodes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class TransitionBatch(NamedTuple):
+    """Sampled n-step transitions; leading shape ``S = (B,)`` or ``(K, B)`` for K minibatches.
+
+    Attributes:
+        obs: ``(*S, *obs_shape)`` observation ``s_t``.
+        actions: ``(*S,)`` action ``a_t``.
+        rewards: ``(*S, n)`` rewards ``r_{t+1} .. r_{t+n}``, zero after the episode ended.
+        n_steps: ``(*S,)`` number of real steps k in the window (``k < n`` when it ended inside).
+        terminated: ``(*S,)`` 1.0 if the episode terminated inside the window (no bootstrap).
+        next_obs: ``(*S, *obs_shape)`` bootstrap observation ``s_{t+k}``.
+        next_actions: ``(*S,)`` behaviour action ``a_{t+k}`` taken in ``s_{t+k}`` (SARSA).
+        env_steps: environment steps collected when the batch was sampled (a plain int).
+    """
+
+    obs: object
+    actions: object
+    rewards: object
+    n_steps: object
+    terminated: object
+    next_obs: object
+    next_actions: object
+    env_steps: int = 0
+
+
+class ReplayBuffer:
+    """Ring buffer of ``capacity`` time steps spread over ``num_envs`` lanes.
+
+    Args:
+        capacity: total number of time steps kept (``capacity // num_envs`` rows per lane).
+        num_envs: number of parallel environment lanes written at every ``add``.
+        obs_shape: shape of one observation.
+        obs_dtype: storage dtype of observations (``uint8`` for frames, ``float32`` otherwise).
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: np.dtype | type = np.float32,
+        seed: int = 0,
+    ) -> None:
+        if capacity < num_envs:
+            raise ValueError(f"buffer capacity {capacity} is smaller than num_envs {num_envs}")
+        self.num_envs = num_envs
+        self.rows = capacity // num_envs  # rows per lane
+        self.capacity = self.rows * num_envs
+        self.obs = np.zeros((self.rows, num_envs, *obs_shape), dtype=obs_dtype)
+        self.actions = np.zeros((self.rows, num_envs), dtype=np.int64)
+        self.rewards = np.zeros((self.rows, num_envs), dtype=np.float32)
+        self.terminated = np.zeros((self.rows, num_envs), dtype=bool)
+        self.truncated = np.zeros((self.rows, num_envs), dtype=bool)
+        self.reset_step = np.zeros((self.rows, num_envs), dtype=bool)
+        self.rows_written = 0  # total rows ever written per lane (not wrapped)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        """Number of time steps currently stored (all lanes)."""
+        return min(self.rows_written, self.rows) * self.num_envs
+
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        reset_step: np.ndarray,
+    ) -> None:
+        """Write one vector step: every argument has leading shape ``(num_envs,)``.
+
+        ``obs`` is the observation the actions were taken in; ``reset_step`` marks lanes whose
+        step was gymnasium's auto-reset step (their ``obs`` is the previous episode's final
+        observation and the action was ignored).
+        """
+        row = self.rows_written % self.rows
+        self.obs[row] = obs
+        self.actions[row] = actions
+        self.rewards[row] = rewards
+        self.terminated[row] = terminated
+        self.truncated[row] = truncated
+        self.reset_step[row] = reset_step
+        self.rows_written += 1
+
+    def num_sampleable_rows(self, n_step: int) -> int:
+        """Rows per lane that can start an n-step window now (rows t .. t+n all stored)."""
+        oldest = max(0, self.rows_written - self.rows)
+        newest_start = self.rows_written - 1 - n_step
+        return max(0, newest_start - oldest + 1)
+
+    def sample(self, batch_size: int, n_step: int = 1) -> TransitionBatch:
+        """Sample ``batch_size`` n-step transitions uniformly over stored real time steps."""
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        span = self.num_sampleable_rows(n_step)
+        if span <= 0:
+            raise RuntimeError(
+                f"the buffer holds {self.rows_written} rows per lane, fewer than the "
+                f"{n_step + 1} an n_step={n_step} window needs; collect more steps first"
+            )
+        oldest = max(0, self.rows_written - self.rows)
+        starts = np.empty(batch_size, dtype=np.int64)
+        lanes = np.empty(batch_size, dtype=np.int64)
+        todo = np.arange(batch_size)
+        for _ in range(100):  # rejection of auto-reset rows (about 1 in an episode length)
+            starts[todo] = oldest + self.rng.integers(span, size=todo.size)
+            lanes[todo] = self.rng.integers(self.num_envs, size=todo.size)
+            todo = todo[self.reset_step[starts[todo] % self.rows, lanes[todo]]]
+            if todo.size == 0:
+                break
+        else:
+            raise RuntimeError("could not sample real transitions: the buffer holds only resets")
+        return self._gather(starts, lanes, n_step)
+
+    def _gather(self, starts: np.ndarray, lanes: np.ndarray, n_step: int) -> TransitionBatch:
+        """Build the n-step windows starting at rows ``starts`` (not wrapped) of ``lanes``."""
+        window = (starts[:, None] + np.arange(n_step)) % self.rows  # (B, n)
+        lane_col = lanes[:, None]
+        ended = self.terminated[window, lane_col] | self.truncated[window, lane_col]
+        ends_before = np.cumsum(ended, axis=1) - ended  # episode ends strictly before step j
+        inside = ends_before == 0  # step j belongs to the episode of row t
+        rewards = np.where(inside, self.rewards[window, lane_col], 0.0).astype(np.float32)
+        n_steps = inside.sum(axis=1)
+        terminated = (self.terminated[window, lane_col] & inside).any(axis=1)
+        boot_rows = (starts + n_steps) % self.rows
+        return TransitionBatch(
+            obs=self.obs[starts % self.rows, lanes],
+            actions=self.actions[starts % self.rows, lanes],
+            rewards=rewards,
+            n_steps=n_steps.astype(np.int64),
+            terminated=terminated.astype(np.float32),
+            next_obs=self.obs[boot_rows, lanes],
+            next_actions=self.actions[boot_rows, lanes],
+        )

@@ -1,0 +1,76 @@
+"""An infinite stream of training batches that interleaves acting and sampling."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
+from rl_lightning.data.collector import VectorCollector
+
+
+class ReplayDataset(IterableDataset):
+    """Each item: collect ``updates_per_batch * env_steps_per_update`` env steps, then sample
+    ``updates_per_batch`` minibatches of ``batch_size`` n-step transitions (one gather).
+
+    The stream ends once ``total_env_steps`` real transitions were collected, which ends
+    Lightning's single epoch. Warm-up (``learning_starts_env_steps``) happens once, before the
+    first batch. Lightning fetches one batch ahead, so acting runs one item ahead of learning:
+    the behaviour policy is at most one item's worth of updates older than the learner.
+
+    Batches are ``TransitionBatch`` of tensors shaped ``(K, B, ...)``, K = updates_per_batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        collector: VectorCollector,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        n_step: int,
+        total_env_steps: int,
+        learning_starts_env_steps: int,
+        env_steps_per_update: float,
+        updates_per_batch: int,
+    ) -> None:
+        super().__init__()
+        if env_steps_per_update <= 0:
+            raise ValueError(f"env_steps_per_update must be > 0, got {env_steps_per_update}")
+        self.collector = collector
+        self.buffer = buffer
+        self.batch_size = batch_size
+        self.n_step = n_step
+        self.total_env_steps = total_env_steps
+        self.learning_starts_env_steps = learning_starts_env_steps
+        self.env_steps_per_update = env_steps_per_update
+        self.updates_per_batch = updates_per_batch
+        self._collect_target = 0.0  # env steps the collector should have reached
+
+    def _collect_until(self, env_steps: float) -> None:
+        target = min(env_steps, self.total_env_steps)
+        while self.collector.env_steps < target:
+            missing = target - self.collector.env_steps
+            self.collector.collect(max(1, math.ceil(missing / self.collector.num_envs)))
+
+    def __iter__(self) -> Iterator[TransitionBatch]:
+        if self._collect_target == 0.0:
+            # warm-up: enough real steps for learning to start and for one n-step window per lane
+            self._collect_target = float(self.learning_starts_env_steps)
+            self._collect_until(self._collect_target)
+            while self.buffer.num_sampleable_rows(self.n_step) < 1:
+                self.collector.collect(1)
+        while self.collector.env_steps < self.total_env_steps:
+            self._collect_target += self.updates_per_batch * self.env_steps_per_update
+            self._collect_until(self._collect_target)
+            yield self._sample()
+
+    def _sample(self) -> TransitionBatch:
+        k, b = self.updates_per_batch, self.batch_size
+        flat = self.buffer.sample(k * b, self.n_step)
+        fields = [torch.from_numpy(np.ascontiguousarray(x)) for x in flat[:-1]]
+        shaped = [x.reshape(k, b, *x.shape[1:]) for x in fields]
+        return TransitionBatch(*shaped, env_steps=self.collector.env_steps)
