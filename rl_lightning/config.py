@@ -65,6 +65,7 @@ class RunConfig:
     env_steps_per_update: float = 1.0  # environment steps collected per gradient update
     updates_per_batch: int = 4  # gradient updates per training_step (amortises overhead)
     max_grad_norm: Optional[float] = 10.0
+    lr_end_factor: float = 1.0  # lr decays linearly to lr * this at total_env_steps
     log_every_updates: int = 200
     log_every_env_steps: int = 1_000
     torch_threads: int = 1

@@ -34,9 +34,13 @@ def n_step_return(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return (rewards * powers).sum(dim=-1)
 
 
-def bootstrap_discount(n_steps: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
+def bootstrap_discount(
+    n_steps: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """gamma^k * (1 - terminated): (B,) int steps and (B,) {0, 1} flags -> (B,) float."""
-    return torch.pow(torch.full_like(terminated, gamma), n_steps.to(terminated.dtype)) * (1.0 - terminated)
+    return torch.pow(torch.full_like(terminated, gamma), n_steps.to(terminated.dtype)) * (
+        1.0 - terminated
+    )
 
 
 def q_learning(r_t: torch.Tensor, discount_t: torch.Tensor, q_t: torch.Tensor) -> torch.Tensor:
@@ -44,7 +48,9 @@ def q_learning(r_t: torch.Tensor, discount_t: torch.Tensor, q_t: torch.Tensor) -
     return r_t + discount_t * q_t.max(dim=-1).values
 
 
-def sarsa(r_t: torch.Tensor, discount_t: torch.Tensor, q_t: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+def sarsa(
+    r_t: torch.Tensor, discount_t: torch.Tensor, q_t: torch.Tensor, a_t: torch.Tensor
+) -> torch.Tensor:
     """r + d * q_t[a_t] with a_t the action actually taken next. q_t: (B, A); a_t: (B,)."""
     return r_t + discount_t * q_t.gather(-1, a_t.long().unsqueeze(-1)).squeeze(-1)
 

@@ -57,7 +57,7 @@ class EpsilonGreedy:
         actions = q.argmax(dim=1).cpu().numpy()
         eps = self.epsilon(env_step)
         if eps > 0.0:
-            explore = rng.random(actions.shape[0]) < eps
+            explore = np.asarray(rng.random(actions.shape[0]) < eps)
             if explore.any():
                 actions[explore] = rng.integers(q.shape[1], size=int(explore.sum()))
         return actions
@@ -77,12 +77,16 @@ class Actor:
     the latest weights, on whatever device Lightning moved them to.
     """
 
-    def __init__(self, q_network: torch.nn.Module, exploration: EpsilonGreedy, *, seed: int) -> None:
+    def __init__(
+        self, q_network: torch.nn.Module, exploration: EpsilonGreedy, *, seed: int
+    ) -> None:
         self.q_network = q_network
         self.exploration = exploration
         self.rng = np.random.default_rng(seed)
         self._mode_sensitive = any(
-            isinstance(m, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm))
+            isinstance(
+                m, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+            )
             for m in q_network.modules()
         )
 

@@ -27,7 +27,11 @@ def build_loggers(cfg: Any, *, run_dir: Path, config: dict, overrides: list[str]
     if kind == "csv":
         return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     if kind == "tensorboard":
-        return [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+        return [
+            TensorBoardLogger(
+                save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
+            )
+        ]
     if kind == "wandb":
         if cfg.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode={cfg.mode!r} is not one of offline, online, disabled")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
@@ -35,6 +37,9 @@ class QLearningModule(pl.LightningModule):
         gamma: discount per environment step.
         max_grad_norm: clip the global gradient norm to this value (None: no clipping).
         log_every_updates: log ``train/*`` every this many updates (one host sync each time).
+        total_env_steps: the training budget, for the learning-rate schedule.
+        lr_end_factor: the learning rate decays linearly in env steps from its initial value
+            to ``lr_end_factor`` times it at ``total_env_steps`` (1.0: constant).
         config: the resolved run config, stored in checkpoints so they can be rebuilt.
     """
 
@@ -50,6 +55,8 @@ class QLearningModule(pl.LightningModule):
         gamma: float,
         max_grad_norm: float | None = None,
         log_every_updates: int = 100,
+        total_env_steps: int = 0,
+        lr_end_factor: float = 1.0,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -66,6 +73,8 @@ class QLearningModule(pl.LightningModule):
         self.gamma = float(gamma)
         self.max_grad_norm = max_grad_norm
         self.log_every_updates = int(log_every_updates)
+        self.total_env_steps = int(total_env_steps)
+        self.lr_end_factor = float(lr_end_factor)
         self.config = config or {}
         self.updates = 0
         self.env_steps = 0
@@ -84,15 +93,19 @@ class QLearningModule(pl.LightningModule):
         return self
 
     def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        opt = self.optimizers()
+        opt = cast(LightningOptimizer, self.optimizers())
         self.env_steps = batch.env_steps
+        if self.lr_end_factor != 1.0:
+            self._anneal_lr(opt.optimizer)
         for k in range(batch.actions.shape[0]):
-            minibatch = TransitionBatch(*(x[k] for x in batch[:-1]), env_steps=batch.env_steps)
+            minibatch = batch.map(operator.itemgetter(k))
             loss, q_sa, target = self.compute_loss(minibatch)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.max_grad_norm is not None:
-                self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                self.clip_gradients(
+                    opt.optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
+                )
             opt.step()
             self.updates += 1
             self.target_update(self.q_network, self.target_network, self.updates)
@@ -124,7 +137,7 @@ class QLearningModule(pl.LightningModule):
         probs_t = None
         if self.estimator.name == "expected_sarsa":
             # the behaviour policy acts on the online network's Q-values
-            probs_t = self.exploration.probs(q_t_online, batch.env_steps)
+            probs_t = self.exploration.probs(cast(torch.Tensor, q_t_online), batch.env_steps)
         return self.estimator.target(
             rewards=batch.rewards,
             n_steps=batch.n_steps,
@@ -136,11 +149,21 @@ class QLearningModule(pl.LightningModule):
             probs_t=probs_t,
         )
 
-    def compute_loss(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def compute_loss(
+        self, batch: TransitionBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (loss, Q(s_t, a_t) (B,), target (B,))."""
         target = self.td_target(batch)
         q_sa = self.q_network(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
         return self.loss_fn(q_sa, target), q_sa, target
+
+    def _anneal_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """lr = lr_0 * (1 - (1 - lr_end_factor) * env_steps / total_env_steps), per batch."""
+        progress = min(1.0, self.env_steps / max(self.total_env_steps, 1))
+        factor = 1.0 - (1.0 - self.lr_end_factor) * progress
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
     # -- logging -----------------------------------------------------------------------------
     def _accumulate(self, loss: torch.Tensor, q_sa: torch.Tensor, target: torch.Tensor) -> None:

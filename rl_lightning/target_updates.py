@@ -54,8 +54,8 @@ class PolyakTargetUpdate:
     def __call__(self, online: nn.Module, target: nn.Module | None, updates: int) -> None:
         if target is None or updates % self.every_updates != 0:
             return
-        t_params = list(target.parameters())
-        o_params = list(online.parameters())
+        t_params = [p.data for p in target.parameters()]
+        o_params = [p.data for p in online.parameters()]
         torch._foreach_lerp_(t_params, o_params, self.coefficient)
         for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
             t_buf.copy_(o_buf)

@@ -1,29 +1,35 @@
 """rl-train: compose the config, build the components, train, evaluate, write the summary.
 
-    rl-train                                  # the default DQN on CartPole-v1
-    rl-train env=acrobot target=polyak seed=3 # change components on the command line
-    rl-train -m seed=0,1,2,3,4                # a sweep over seeds (Hydra multirun)
+rl-train                                  # the default DQN on CartPole-v1
+rl-train env=acrobot target=polyak seed=3 # change components on the command line
+rl-train -m seed=0,1,2,3,4                # a sweep over seeds (Hydra multirun)
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 import traceback
+import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import gymnasium as gym
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rl_lightning.callbacks import EnvStepProgressBar, GreedyEvaluationCallback, RolloutMetricsCallback
+from rl_lightning.callbacks import (
+    EnvStepProgressBar,
+    GreedyEvaluationCallback,
+    RolloutMetricsCallback,
+)
 from rl_lightning.config import register_schemas
 from rl_lightning.data import ReplayDataModule
 from rl_lightning.envs import make_vector_env
@@ -39,17 +45,31 @@ CHECKPOINT_NAME = "checkpoints/last.ckpt"
 register_schemas()
 
 
-def build_q_network(cfg: DictConfig, obs_shape: tuple[int, ...], num_actions: int) -> torch.nn.Module:
+def build_q_network(
+    cfg: DictConfig, obs_shape: tuple[int, ...], num_actions: int
+) -> torch.nn.Module:
     """The ``arch`` node with the runtime facts (never written in YAML) filled in."""
     return instantiate(cfg.arch, obs_shape=list(obs_shape), num_actions=num_actions)
 
 
+def env_spaces(env: gym.vector.VectorEnv) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of a discrete-action vector env."""
+    obs_shape = env.single_observation_space.shape
+    assert obs_shape is not None
+    return tuple(obs_shape), int(env.single_action_space.n)  # type: ignore[attr-defined]
+
+
 def make_env(cfg: DictConfig, num_envs: int | None = None):
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    assert isinstance(env_cfg, dict)
+    env_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.env, resolve=True))
     if num_envs is not None:
         env_cfg["num_envs"] = num_envs
     return make_vector_env(**env_cfg)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's warnings, drop its start-up chatter (accelerator and logger tips)."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 
 
 def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -73,11 +93,11 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
     module = None
     datamodule = None
     try:
+        quiet_lightning()
         torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         env = make_env(cfg)
-        obs_shape = env.single_observation_space.shape
-        num_actions = int(env.single_action_space.n)
+        obs_shape, num_actions = env_spaces(env)
         q_network = build_q_network(cfg, obs_shape, num_actions)
         exploration = instantiate(cfg.exploration)
         estimator = instantiate(cfg.estimator)
@@ -93,6 +113,8 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             gamma=cfg.gamma,
             max_grad_norm=cfg.max_grad_norm,
             log_every_updates=cfg.log_every_updates,
+            total_env_steps=cfg.total_env_steps,
+            lr_end_factor=cfg.lr_end_factor,
             config=config,
         )
         datamodule = ReplayDataModule(
@@ -114,7 +136,10 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             episodes=cfg.eval.episodes,
             seed=eval_seed,
         )
-        callbacks: list[pl.Callback] = [evaluator, RolloutMetricsCallback(every_env_steps=cfg.log_every_env_steps)]
+        callbacks: list[pl.Callback] = [
+            evaluator,
+            RolloutMetricsCallback(every_env_steps=cfg.log_every_env_steps),
+        ]
         if cfg.progress_bar:
             callbacks.append(EnvStepProgressBar(total_env_steps=cfg.total_env_steps))
         loggers = build_loggers(cfg.logger, run_dir=run_dir, config=config, overrides=overrides)
@@ -143,7 +168,10 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
         final_env.close()
         for logger in trainer.loggers:
             logger.log_metrics(
-                {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())},
+                {
+                    "eval/return_mean": float(returns.mean()),
+                    "eval/return_std": float(returns.std()),
+                },
                 step=datamodule.collector.env_steps,
             )
             logger.save()
@@ -180,7 +208,9 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
 def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point ``rl-train``; returns the final greedy return (for sweepers)."""
     hydra_cfg = HydraConfig.get()
-    summary = train(cfg, run_dir=Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task))
+    summary = train(
+        cfg, run_dir=Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task)
+    )
     print(
         f"[rl-train] {summary['status']}: eval_return_mean={summary['eval_return_mean']:.1f} "
         f"± {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes, "

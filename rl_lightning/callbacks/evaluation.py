@@ -8,6 +8,7 @@ import gymnasium as gym
 import pytorch_lightning as pl
 
 from rl_lightning.evaluation import evaluate_greedy
+from rl_lightning.module import QLearningModule
 
 
 class GreedyEvaluationCallback(pl.Callback):
@@ -22,7 +23,12 @@ class GreedyEvaluationCallback(pl.Callback):
     """
 
     def __init__(
-        self, *, make_env: Callable[[], gym.vector.VectorEnv], every_env_steps: int, episodes: int, seed: int
+        self,
+        *,
+        make_env: Callable[[], gym.vector.VectorEnv],
+        every_env_steps: int,
+        episodes: int,
+        seed: int,
     ) -> None:
         self.make_env = make_env
         self.every_env_steps = int(every_env_steps)
@@ -32,7 +38,9 @@ class GreedyEvaluationCallback(pl.Callback):
         self._env: gym.vector.VectorEnv | None = None
         self._next_eval = self.every_env_steps
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(  # type: ignore[override]
+        self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if self.every_env_steps <= 0:
             return
         env_steps = pl_module.env_steps
@@ -42,8 +50,13 @@ class GreedyEvaluationCallback(pl.Callback):
             self._next_eval += self.every_env_steps
         if self._env is None:
             self._env = self.make_env()
-        returns = evaluate_greedy(pl_module.q_network, self._env, episodes=self.episodes, seed=self.seed)
-        metrics = {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
+        returns = evaluate_greedy(
+            pl_module.q_network, self._env, episodes=self.episodes, seed=self.seed
+        )
+        metrics = {
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+        }
         self.history.append({"env_steps": float(env_steps), **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=env_steps)

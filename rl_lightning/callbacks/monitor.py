@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar
 from tqdm import tqdm
 
+from rl_lightning.module import QLearningModule
+
 
 def _collector(trainer: pl.Trainer):
     return trainer.datamodule.collector  # type: ignore[attr-defined]
@@ -25,7 +27,9 @@ class RolloutMetricsCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = (time.perf_counter(), _collector(trainer).env_steps)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(  # type: ignore[override]
+        self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int
+    ) -> None:
         collector = _collector(trainer)
         env_steps = collector.env_steps
         if env_steps < self._next_log:
@@ -64,9 +68,17 @@ class EnvStepProgressBar(ProgressBar):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._enabled and trainer.is_global_zero:
-            self._bar = tqdm(total=self.total_env_steps, unit=" env steps", unit_scale=True, dynamic_ncols=True, desc="train")
+            self._bar = tqdm(
+                total=self.total_env_steps,
+                unit=" env steps",
+                unit_scale=True,
+                dynamic_ncols=True,
+                desc="train",
+            )
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(  # type: ignore[override]
+        self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if self._bar is None:
             return
         now = time.perf_counter()
@@ -77,7 +89,9 @@ class EnvStepProgressBar(ProgressBar):
         self._bar.update(collector.env_steps - self._bar.n)
         last = collector.last_episode_return
         self._bar.set_postfix(
-            episode_return="-" if last is None else f"{last:.1f}", updates=pl_module.updates, refresh=False
+            episode_return="-" if last is None else f"{last:.1f}",
+            updates=pl_module.updates,
+            refresh=False,
         )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

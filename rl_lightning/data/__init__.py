@@ -5,4 +5,10 @@ from rl_lightning.data.collector import VectorCollector
 from rl_lightning.data.datamodule import ReplayDataModule
 from rl_lightning.data.dataset import ReplayDataset
 
-__all__ = ["ReplayBuffer", "ReplayDataModule", "ReplayDataset", "TransitionBatch", "VectorCollector"]
+__all__ = [
+    "ReplayBuffer",
+    "ReplayDataModule",
+    "ReplayDataset",
+    "TransitionBatch",
+    "VectorCollector",
+]

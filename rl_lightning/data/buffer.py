@@ -19,7 +19,8 @@ at the first ``terminated`` or ``truncated`` flag, so no sample spans two episod
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,14 +39,18 @@ class TransitionBatch(NamedTuple):
         env_steps: environment steps collected when the batch was sampled (a plain int).
     """
 
-    obs: object
-    actions: object
-    rewards: object
-    n_steps: object
-    terminated: object
-    next_obs: object
-    next_actions: object
+    obs: Any
+    actions: Any
+    rewards: Any
+    n_steps: Any
+    terminated: Any
+    next_obs: Any
+    next_actions: Any
     env_steps: int = 0
+
+    def map(self, fn: Callable[[Any], Any]) -> TransitionBatch:
+        """Apply ``fn`` to every array field; ``env_steps`` is kept."""
+        return TransitionBatch._make([*(fn(x) for x in self[:-1]), self.env_steps])
 
 
 class ReplayBuffer:

@@ -23,7 +23,9 @@ class VectorCollector:
     an episode ended, which ignores the action) are stored but not counted.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, policy: Policy, buffer: ReplayBuffer, *, seed: int) -> None:
+    def __init__(
+        self, env: gym.vector.VectorEnv, policy: Policy, buffer: ReplayBuffer, *, seed: int
+    ) -> None:
         autoreset = env.metadata.get("autoreset_mode")
         if autoreset is not None and getattr(autoreset, "name", str(autoreset)) != "NEXT_STEP":
             raise ValueError(f"VectorCollector needs AutoresetMode.NEXT_STEP, got {autoreset}")

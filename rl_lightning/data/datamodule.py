@@ -27,6 +27,7 @@ class ReplayDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         obs_space = env.single_observation_space
+        assert obs_space.shape is not None and obs_space.dtype is not None
         self.buffer = ReplayBuffer(
             capacity=capacity,
             num_envs=env.num_envs,

@@ -71,6 +71,7 @@ class ReplayDataset(IterableDataset):
     def _sample(self) -> TransitionBatch:
         k, b = self.updates_per_batch, self.batch_size
         flat = self.buffer.sample(k * b, self.n_step)
-        fields = [torch.from_numpy(np.ascontiguousarray(x)) for x in flat[:-1]]
-        shaped = [x.reshape(k, b, *x.shape[1:]) for x in fields]
-        return TransitionBatch(*shaped, env_steps=self.collector.env_steps)
+        batch = flat.map(
+            lambda x: torch.from_numpy(np.ascontiguousarray(x)).reshape(k, b, *x.shape[1:])
+        )
+        return batch._replace(env_steps=self.collector.env_steps)

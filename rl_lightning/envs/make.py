@@ -14,7 +14,11 @@ def register_envs() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    gym.register(id="rl_lightning/Chain-v0", entry_point="rl_lightning.envs.chain:ChainEnv", max_episode_steps=20)
+    gym.register(
+        id="rl_lightning/Chain-v0",
+        entry_point="rl_lightning.envs.chain:ChainEnv",
+        max_episode_steps=20,
+    )
     try:
         import ale_py
 

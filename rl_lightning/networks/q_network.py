@@ -24,7 +24,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLPEncoder(nn.Sequential):
     """Flatten, then ``Linear -> activation`` for each hidden size (none: identity features)."""
 
-    def __init__(self, *, in_features: int, hidden_sizes: Sequence[int], activation: str = "relu") -> None:
+    def __init__(
+        self, *, in_features: int, hidden_sizes: Sequence[int], activation: str = "relu"
+    ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
         layers: list[nn.Module] = [nn.Flatten()]

@@ -1,0 +1,44 @@
+# rl-lightning: `make train` sets up and trains the default agent; `make test` sets up and tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first: the CPU wheel this project is tested with. On a CUDA machine: make setup TORCH=torch
+TORCH ?= torch==2.13.0
+ARGS ?=
+
+# one torch thread per process (small networks), W&B never needs an account or network
+export OMP_NUM_THREADS ?= 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: setup train test test-slow lint format clean
+
+$(BIN)/rl-train: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+setup: $(BIN)/rl-train
+
+train: setup  ## train the default DQN on CartPole-v1 (extra overrides: make train ARGS="seed=3")
+	$(BIN)/rl-train $(ARGS)
+
+test: setup  ## the test suite CI runs (slow learning runs excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow: setup  ## only the slow learning tests
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy rl_lightning
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) outputs multirun wandb lightning_logs .pytest_cache .ruff_cache .mypy_cache

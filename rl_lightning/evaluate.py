@@ -1,0 +1,102 @@
+"""rl-eval: load a checkpoint, play N greedy episodes, print and write mean/std return as JSON.
+
+rl-eval outputs/2026-11-25/12-00-00                 # a run dir (uses checkpoints/last.ckpt)
+rl-eval path/to/last.ckpt --episodes 20 --seed 7 --output eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from rl_lightning.envs import make_vector_env
+from rl_lightning.evaluation import evaluate_greedy
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run dir holding ``checkpoints/last.ckpt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
+def load_q_network(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the online Q-network of a checkpoint; returns (network, run config)."""
+    from rl_lightning.train import build_q_network, env_spaces
+
+    state = torch.load(resolve_checkpoint(checkpoint), map_location="cpu", weights_only=False)
+    config = state["rl_lightning"]["config"]
+    cfg = OmegaConf.create(config)
+    probe = make_vector_env(**{**config["env"], "num_envs": 1})
+    q_network = build_q_network(cfg, *env_spaces(probe))
+    probe.close()
+    prefix = "q_network."
+    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    q_network.load_state_dict(weights)
+    return q_network, config
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="rl-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", help="checkpoint file or run directory")
+    parser.add_argument("--episodes", type=int, default=10, help="greedy episodes to play")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="env seed (default: the run's evaluation seed)"
+    )
+    parser.add_argument(
+        "--epsilon", type=float, default=0.0, help="epsilon of an epsilon-greedy evaluation"
+    )
+    parser.add_argument(
+        "--num-envs",
+        type=int,
+        default=None,
+        help="parallel eval envs (default: episodes, at most 32)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON file to write (default: eval.json beside the checkpoint's run dir)",
+    )
+    args = parser.parse_args(argv)
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    q_network, config = load_q_network(ckpt)
+    seed = (
+        args.seed
+        if args.seed is not None
+        else int(config["seed"]) + int(config["eval"]["seed_offset"])
+    )
+    num_envs = args.num_envs or min(args.episodes, 32)
+    env = make_vector_env(**{**config["env"], "num_envs": num_envs})
+    returns = evaluate_greedy(
+        q_network, env, episodes=args.episodes, seed=seed, epsilon=args.epsilon
+    )
+    env.close()
+    result = {
+        "checkpoint": str(ckpt),
+        "env_id": config["env"]["id"],
+        "episodes": int(returns.size),
+        "seed": seed,
+        "epsilon": args.epsilon,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "returns": returns.tolist(),
+    }
+    out = Path(args.output) if args.output else ckpt.parent.parent / "eval.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "returns"}))
+    return result
+
+
+if __name__ == "__main__":
+    main()

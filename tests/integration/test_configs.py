@@ -1,0 +1,234 @@
+"""Every config option composes; every component option (and preset) trains a few hundred steps.
+
+The option lists are read from ``conf/<group>/*.yaml`` at collection time, so a new option is
+tested as soon as its file exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rl_lightning.estimators import Estimator
+from rl_lightning.summary import REQUIRED_KEYS, SUMMARY_FILE, read_summary
+from rl_lightning.train import CHECKPOINT_NAME, CONFIG_DIR, train
+
+CONF = Path(CONFIG_DIR)
+GROUPS = (
+    "env",
+    "arch",
+    "estimator",
+    "exploration",
+    "buffer",
+    "target",
+    "loss",
+    "optim",
+    "trainer",
+    "logger",
+    "debug",
+    "experiment",
+)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
+
+
+def package_of(path: Path) -> str:
+    """The ``# @package`` directive of a config file (default: its group)."""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# @package"):
+            return stripped.split()[-1]
+        if stripped and not stripped.startswith("#"):
+            break
+    return "_group_"
+
+
+def leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a raw YAML node; lists and empty dicts are leaves."""
+    if isinstance(node, DictConfig) and len(node) > 0:
+        for key in node:
+            yield from leaves(node._get_node(key), f"{prefix}{key}.")
+    else:
+        value = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node._value()
+        yield prefix[:-1], value
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert (CONF / group).is_dir(), group
+        if group != "experiment":  # presets are optional
+            assert options(group), f"conf/{group}/ has no options"
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes(compose_config, group: str, option: str) -> None:
+    cfg = compose_config([f"{group}={option}"])
+    path = CONF / group / f"{option}.yaml"
+    package = package_of(path)
+    if package == "_global_":
+        root = cfg
+    elif package == "_group_":
+        root = cfg[group]
+    else:
+        root = OmegaConf.select(cfg, package)
+    raw = OmegaConf.load(path)
+    checked = 0
+    for key, value in leaves(raw):
+        if key.split(".")[0] == "defaults" or (isinstance(value, str) and "${" in value):
+            continue
+        assert OmegaConf.select(root, key) == value, f"{group}={option}: {key}"
+        checked += 1
+    assert checked > 0 or group == "loss"  # mse.yaml only names its class
+    # every interpolation resolves and the schema accepts the composed config
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["seed"] == 0
+
+
+def test_components_instantiate(compose_config) -> None:
+    """Every option of the ``_target_`` groups builds the object it names."""
+    for option in options("arch"):
+        net = instantiate(compose_config([f"arch={option}"]).arch, obs_shape=[4], num_actions=3)
+        assert net(torch.zeros(5, 4)).shape == (5, 3)
+    for option in options("estimator"):
+        assert isinstance(instantiate(compose_config([f"estimator={option}"]).estimator), Estimator)
+    for option in options("exploration"):
+        exploration = instantiate(compose_config([f"exploration={option}"]).exploration)
+        probs = exploration.probs(torch.tensor([[0.0, 1.0, 0.5]]), 0)
+        torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
+    for option in options("target"):
+        cfg = compose_config([f"target={option}"])
+        update = instantiate(cfg.target)
+        assert type(update).__name__ == cfg.target._target_.rsplit(".", 1)[-1]
+    for option in options("optim"):
+        cfg = compose_config([f"optim={option}"])
+        optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(2))])
+        assert type(optimizer).__name__ == cfg.optim._target_.rsplit(".", 1)[-1]
+        assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
+    # the losses by hand at TD error 2: mse = 2^2 = 4; huber(delta=1) = 1 * (2 - 0.5) = 1.5
+    expected_loss = {"mse": 4.0, "huber": 1.5}
+    for option in options("loss"):
+        loss = instantiate(compose_config([f"loss={option}"]).loss)
+        value = loss(torch.tensor([1.0]), torch.tensor([3.0])).item()
+        if option in expected_loss:
+            assert value == pytest.approx(expected_loss[option])
+
+
+def test_gpu_trainer_composes(compose_config) -> None:
+    cfg = compose_config(["trainer=gpu"])  # composed only: there is no GPU here
+    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.devices == 1
+
+
+# -- short training runs ---------------------------------------------------------------------
+
+TRAIN_CASES = (
+    [f"{group}={option}" for group in ("target", "loss", "optim", "env") for option in options(group)]
+    + [f"experiment={option}" for option in options("experiment")]
+    # the estimator variants of estimator/q_learning.yaml (every TD-target path of the module)
+    + ["estimator.name=sarsa", "estimator.name=expected_sarsa", "estimator.name=double_q"]
+    + ["estimator.n_step=3"]
+)
+
+
+def check_summary(run_dir: Path, summary: dict, cfg: DictConfig, overrides: list[str]) -> None:
+    assert summary["status"] == "completed", summary.get("error")
+    assert set(REQUIRED_KEYS) <= set(summary)
+    assert read_summary(run_dir) == summary  # what was returned is what was written
+    total, lanes = cfg.total_env_steps, cfg.env.num_envs
+    # the stream stops at the first vector step that reaches the budget
+    assert total <= summary["env_steps"] < total + lanes
+    # warm-up to learning_starts, then bursts of K * E env steps, each followed by K updates
+    k, e = cfg.updates_per_batch, cfg.env_steps_per_update
+    bursts = math.ceil((total - cfg.buffer.learning_starts_env_steps) / (k * e))
+    assert summary["updates"] == k * bursts
+    assert summary["eval_episodes"] == cfg.eval.final_episodes
+    assert len(summary["eval_returns"]) == cfg.eval.final_episodes
+    assert summary["seed"] == cfg.seed
+    assert summary["overrides"] == overrides
+    assert summary["wall_s"] > 0
+    assert (run_dir / CHECKPOINT_NAME).is_file()
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES)
+def test_option_trains(compose_config, tmp_path: Path, case: str) -> None:
+    overrides = ["debug=fast", "logger=csv", case]
+    cfg = compose_config(overrides)
+    assert cfg.total_env_steps == 300  # debug=fast wins over presets
+    summary = train(cfg, run_dir=tmp_path, overrides=overrides)
+    check_summary(tmp_path, summary, cfg, overrides)
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "eval/return_mean", "train/loss"} <= set(header)
+
+
+@pytest.mark.parametrize("logger", ["none", "tensorboard"])
+def test_other_loggers_train(compose_config, tmp_path: Path, logger: str) -> None:
+    overrides = ["debug=fast", f"logger={logger}"]
+    cfg = compose_config(overrides)
+    summary = train(cfg, run_dir=tmp_path, overrides=overrides)
+    check_summary(tmp_path, summary, cfg, overrides)
+    assert not (tmp_path / "csv").exists()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert bool(events) == (logger == "tensorboard")
+
+
+def test_failed_run_still_writes_the_summary(compose_config, tmp_path: Path) -> None:
+    overrides = ["debug=fast", "logger=none", "env.id=NoSuchEnv-v0"]
+    cfg = compose_config(overrides)
+    with pytest.raises(Exception, match="NoSuchEnv"):
+        train(cfg, run_dir=tmp_path, overrides=overrides)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert set(REQUIRED_KEYS) <= set(summary)
+    assert "NoSuchEnv" in summary["error"]
+    assert (summary["env_steps"], summary["updates"], summary["overrides"]) == (0, 0, overrides)
+
+
+def test_rl_train_console_script_with_offline_wandb(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "rl-train"
+    if not script.exists():
+        script = Path(shutil.which("rl-train") or "rl-train")
+    run_dir = tmp_path / "run"
+    env = dict(os.environ)
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        OMP_NUM_THREADS="1",
+        HYDRA_FULL_ERROR="1",
+        # keep W&B's own files out of the home directory
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"),
+        WANDB_CACHE_DIR=str(tmp_path / "wandb_cache"),
+        WANDB_DATA_DIR=str(tmp_path / "wandb_data"),
+    )
+    proc = subprocess.run(
+        [str(script), "debug=fast", "logger=wandb", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[rl-train] completed" in proc.stdout
+    summary = read_summary(run_dir)
+    assert (run_dir / SUMMARY_FILE).is_file()
+    assert summary["status"] == "completed"
+    assert set(REQUIRED_KEYS) <= set(summary)
+    assert summary["overrides"] == ["debug=fast", "logger=wandb"]  # hydra.* is not a task override
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and offline_runs[0].is_dir()
+    assert list(offline_runs[0].glob("run-*.wandb"))  # the run's data, ready for `wandb sync`
+    assert not list((run_dir / "wandb").glob("run-*"))  # nothing went online
