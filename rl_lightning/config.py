@@ -21,11 +21,15 @@ class EnvConfig:
     vectorization_mode: Optional[str] = None  # None: the env's own vector env if any, else sync
     max_episode_steps: Optional[int] = None  # None: the registered time limit
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # range covered by tabular bins and linear feature maps (None: the observation space's)
+    obs_low: Optional[list[float]] = None
+    obs_high: Optional[list[float]] = None
 
 
 @dataclass
 class BufferConfig:
-    capacity: int = 100_000  # time steps, all lanes together
+    kind: str = "replay"  # replay | online (no replay: the latest rollout, used once)
+    capacity: Optional[int] = 100_000  # time steps, all lanes together (online: derived)
     learning_starts_env_steps: int = 1_000
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from rl_lightning.envs import make_vector_env
+from rl_lightning.envs import make_env_from_config
 from rl_lightning.evaluation import evaluate_greedy
 
 
@@ -30,13 +30,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_q_network(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the online Q-network of a checkpoint; returns (network, run config)."""
-    from rl_lightning.train import build_q_network, env_spaces
+    from rl_lightning.train import build_q_network
 
     state = torch.load(resolve_checkpoint(checkpoint), map_location="cpu", weights_only=False)
     config = state["rl_lightning"]["config"]
     cfg = OmegaConf.create(config)
-    probe = make_vector_env(**{**config["env"], "num_envs": 1})
-    q_network = build_q_network(cfg, *env_spaces(probe))
+    probe = make_env_from_config(config["env"], 1)
+    q_network = build_q_network(cfg, probe)
     probe.close()
     prefix = "q_network."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else int(config["seed"]) + int(config["eval"]["seed_offset"])
     )
     num_envs = args.num_envs or min(args.episodes, 32)
-    env = make_vector_env(**{**config["env"], "num_envs": num_envs})
+    env = make_env_from_config(config["env"], num_envs)
     returns = evaluate_greedy(
         q_network, env, episodes=args.episodes, seed=seed, epsilon=args.epsilon
     )

@@ -7,8 +7,13 @@ bootstrap over the policy that actually collected the data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
+
+from rl_lightning.networks.noisy import NoisyLinear
 
 
 class LinearSchedule:
@@ -33,27 +38,66 @@ class LinearSchedule:
         return self.start + (self.end - self.start) * frac
 
 
-class EpsilonGreedy:
+class ExponentialSchedule:
+    """value(t) = end + (start - end) * 0.5 ** (t / half_life_env_steps)."""
+
+    def __init__(self, *, start: float, end: float, half_life_env_steps: float) -> None:
+        if half_life_env_steps <= 0:
+            raise ValueError(f"half_life_env_steps must be > 0, got {half_life_env_steps}")
+        self.start, self.end = float(start), float(end)
+        self.half_life_env_steps = float(half_life_env_steps)
+
+    def __call__(self, env_step: int) -> float:
+        return self.end + (self.start - self.end) * 0.5 ** (env_step / self.half_life_env_steps)
+
+
+Schedule = Callable[[int], float]
+
+
+class Exploration:
+    """Base: greedy acting in eval mode; subclasses change what they need.
+
+    Attributes:
+        acting_train_mode: put the Q-network in train mode while acting (dropout / noise on).
+        network_overrides: keyword arguments the Q-network needs for this exploration
+            (e.g. noisy layers), merged into the ``arch`` config at build time.
+    """
+
+    acting_train_mode = False
+    network_overrides: dict[str, Any] = {}
+
+    def prepare(self, q_network: torch.nn.Module, env_step: int) -> None:
+        """Called before each acting forward pass."""
+
+    def metrics(self, env_step: int) -> dict[str, float]:
+        """Values to log under ``rollout/``."""
+        return {}
+
+    def select(self, q: torch.Tensor, env_step: int, rng: np.random.Generator) -> np.ndarray:
+        """q: (N, A) Q-values -> (N,) int64 actions."""
+        return q.argmax(dim=1).cpu().numpy()
+
+    def probs(self, q: torch.Tensor, env_step: int) -> torch.Tensor:
+        """q: (B, A) -> (B, A) action probabilities of this policy given these Q-values."""
+        return torch.nn.functional.one_hot(q.argmax(dim=1), q.shape[1]).to(q.dtype)
+
+
+class EpsilonGreedy(Exploration):
     """With probability epsilon(t) a uniformly random action, otherwise argmax_a Q(s, a).
 
     pi(a|s) = epsilon / |A| + (1 - epsilon) * [a == argmax_a' Q(s, a')]
     """
 
-    #: the Q-network acts in eval mode (dropout off, batchnorm running statistics)
-    acting_train_mode = False
-
-    def __init__(self, *, schedule: LinearSchedule) -> None:
+    def __init__(self, *, schedule: Schedule) -> None:
         self.schedule = schedule
 
     def epsilon(self, env_step: int) -> float:
         return self.schedule(env_step)
 
     def metrics(self, env_step: int) -> dict[str, float]:
-        """Values to log under ``rollout/``."""
         return {"rollout/epsilon": self.epsilon(env_step)}
 
     def select(self, q: torch.Tensor, env_step: int, rng: np.random.Generator) -> np.ndarray:
-        """q: (N, A) Q-values -> (N,) int64 actions."""
         actions = q.argmax(dim=1).cpu().numpy()
         eps = self.epsilon(env_step)
         if eps > 0.0:
@@ -63,11 +107,74 @@ class EpsilonGreedy:
         return actions
 
     def probs(self, q: torch.Tensor, env_step: int) -> torch.Tensor:
-        """q: (B, A) -> (B, A) action probabilities of this policy."""
         eps = self.epsilon(env_step)
-        num_actions = q.shape[1]
-        greedy = torch.nn.functional.one_hot(q.argmax(dim=1), num_actions).to(q.dtype)
-        return (1.0 - eps) * greedy + eps / num_actions
+        return (1.0 - eps) * super().probs(q, env_step) + eps / q.shape[1]
+
+
+class Boltzmann(Exploration):
+    """Softmax exploration: pi(a|s) = exp(Q(s, a) / T) / sum_a' exp(Q(s, a') / T).
+
+    T(t) follows the schedule (in the units of Q); T -> 0 approaches greedy.
+    """
+
+    def __init__(self, *, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def temperature(self, env_step: int) -> float:
+        return max(self.schedule(env_step), 1e-8)
+
+    def metrics(self, env_step: int) -> dict[str, float]:
+        return {"rollout/temperature": self.temperature(env_step)}
+
+    def probs(self, q: torch.Tensor, env_step: int) -> torch.Tensor:
+        return torch.softmax(q / self.temperature(env_step), dim=-1)
+
+    def select(self, q: torch.Tensor, env_step: int, rng: np.random.Generator) -> np.ndarray:
+        p = self.probs(q.double(), env_step).cpu().numpy()
+        cumulative = p.cumsum(axis=1)
+        u = rng.random((p.shape[0], 1)) * cumulative[:, -1:]
+        return np.minimum((u > cumulative).sum(axis=1), p.shape[1] - 1).astype(np.int64)
+
+
+class DropoutExploration(Exploration):
+    """Dropout kept on while acting: the greedy action of a randomly thinned network.
+
+    The dropout probability p(t) follows the schedule and is set on every dropout layer before
+    acting, so it also applies to the learning updates; evaluation is deterministic (eval mode).
+    Expected SARSA treats the policy as greedy (the thinned network's probabilities have no
+    closed form).
+    """
+
+    acting_train_mode = True
+
+    def __init__(self, *, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.network_overrides = {"dropout": float(schedule(0))}
+
+    def metrics(self, env_step: int) -> dict[str, float]:
+        return {"rollout/dropout_p": self.schedule(env_step)}
+
+    def prepare(self, q_network: torch.nn.Module, env_step: int) -> None:
+        p = float(self.schedule(env_step))
+        for module in q_network.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = p
+
+
+class NoisyExploration(Exploration):
+    """NoisyNet: factorised Gaussian noise in the network's linear layers, on while acting and
+    learning, off for evaluation; actions are greedy w.r.t. the noisy network."""
+
+    acting_train_mode = True
+    network_overrides = {"noisy": True}
+
+
+#: layers that behave differently in train and eval mode
+MODE_SENSITIVE = (
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.modules.batchnorm._BatchNorm,
+    NoisyLinear,
+)
 
 
 class Actor:
@@ -77,18 +184,11 @@ class Actor:
     the latest weights, on whatever device Lightning moved them to.
     """
 
-    def __init__(
-        self, q_network: torch.nn.Module, exploration: EpsilonGreedy, *, seed: int
-    ) -> None:
+    def __init__(self, q_network: torch.nn.Module, exploration: Exploration, *, seed: int) -> None:
         self.q_network = q_network
         self.exploration = exploration
         self.rng = np.random.default_rng(seed)
-        self._mode_sensitive = any(
-            isinstance(
-                m, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
-            )
-            for m in q_network.modules()
-        )
+        self._mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in q_network.modules())
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, env_step: int) -> np.ndarray:
@@ -97,6 +197,7 @@ class Actor:
         obs_t = torch.as_tensor(obs, device=device)
         if not self._mode_sensitive:
             return self.exploration.select(self.q_network(obs_t), env_step, self.rng)
+        self.exploration.prepare(self.q_network, env_step)
         was_training = self.q_network.training
         self.q_network.train(self.exploration.acting_train_mode)
         try:

@@ -15,7 +15,7 @@ from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.estimators import Estimator
-from rl_lightning.exploration import EpsilonGreedy
+from rl_lightning.exploration import Exploration
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -51,7 +51,7 @@ class QLearningModule(pl.LightningModule):
         target_update: Any,
         loss: nn.Module,
         optimizer: OptimizerFactory,
-        exploration: EpsilonGreedy,
+        exploration: Exploration,
         gamma: float,
         max_grad_norm: float | None = None,
         log_every_updates: int = 100,
@@ -94,9 +94,9 @@ class QLearningModule(pl.LightningModule):
 
     def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
         opt = cast(LightningOptimizer, self.optimizers())
-        self.env_steps = batch.env_steps
         if self.lr_end_factor != 1.0:
-            self._anneal_lr(opt.optimizer)
+            self._anneal_lr(opt.optimizer)  # at the env steps before this batch's burst
+        self.env_steps = batch.env_steps
         for k in range(batch.actions.shape[0]):
             minibatch = batch.map(operator.itemgetter(k))
             loss, q_sa, target = self.compute_loss(minibatch)
@@ -104,7 +104,9 @@ class QLearningModule(pl.LightningModule):
             self.manual_backward(loss)
             if self.max_grad_norm is not None:
                 self.clip_gradients(
-                    opt.optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
+                    opt.optimizer,
+                    gradient_clip_val=self.max_grad_norm,
+                    gradient_clip_algorithm="norm",
                 )
             opt.step()
             self.updates += 1
@@ -154,11 +156,13 @@ class QLearningModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (loss, Q(s_t, a_t) (B,), target (B,))."""
         target = self.td_target(batch)
-        q_sa = self.q_network(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        q_sa = cast(Any, self.q_network).q_values(batch.obs, batch.actions)
         return self.loss_fn(q_sa, target), q_sa, target
 
     def _anneal_lr(self, optimizer: torch.optim.Optimizer) -> None:
-        """lr = lr_0 * (1 - (1 - lr_end_factor) * env_steps / total_env_steps), per batch."""
+        """lr = lr_0 * (1 - (1 - lr_end_factor) * env_steps / total_env_steps), set once per
+        batch from the env steps collected before the batch's burst (so the first burst learns
+        at lr_0 and the last one not at the end value)."""
         progress = min(1.0, self.env_steps / max(self.total_env_steps, 1))
         factor = 1.0 - (1.0 - self.lr_end_factor) * progress
         for group in optimizer.param_groups:

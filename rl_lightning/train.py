@@ -8,7 +8,9 @@ rl-train -m seed=0,1,2,3,4                # a sweep over seeds (Hydra multirun)
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import math
 import os
 import time
 import traceback
@@ -19,10 +21,11 @@ from typing import Any, cast
 
 import gymnasium as gym
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rl_lightning.callbacks import (
@@ -32,12 +35,15 @@ from rl_lightning.callbacks import (
 )
 from rl_lightning.config import register_schemas
 from rl_lightning.data import ReplayDataModule
-from rl_lightning.envs import make_vector_env
+from rl_lightning.envs import make_env_from_config
+from rl_lightning.estimators import Estimator
 from rl_lightning.evaluation import evaluate_greedy
 from rl_lightning.exploration import Actor
 from rl_lightning.loggers import build_loggers, finish_wandb
 from rl_lightning.module import QLearningModule
 from rl_lightning.summary import write_summary
+
+log = logging.getLogger("rl_lightning")
 
 CONFIG_DIR = str(resources.files("rl_lightning.conf"))
 CHECKPOINT_NAME = "checkpoints/last.ckpt"
@@ -45,11 +51,43 @@ CHECKPOINT_NAME = "checkpoints/last.ckpt"
 register_schemas()
 
 
-def build_q_network(
-    cfg: DictConfig, obs_shape: tuple[int, ...], num_actions: int
-) -> torch.nn.Module:
-    """The ``arch`` node with the runtime facts (never written in YAML) filled in."""
-    return instantiate(cfg.arch, obs_shape=list(obs_shape), num_actions=num_actions)
+def observation_bounds(
+    cfg: DictConfig, env: gym.vector.VectorEnv
+) -> tuple[list[float], list[float]]:
+    """Per-dimension bounds for binning and feature maps: ``env.obs_low/obs_high`` if set,
+    else the observation space's own bounds (which must then be finite)."""
+    space: Any = env.single_observation_space
+    low = cfg.env.obs_low
+    high = cfg.env.obs_high
+    if low is None:
+        low = np.asarray(space.low).ravel().tolist()
+    if high is None:
+        high = np.asarray(space.high).ravel().tolist()
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError(
+            f"{cfg.env.id} has unbounded observations ({low} .. {high}); set env.obs_low and "
+            "env.obs_high to the range the table or feature map should cover"
+        )
+    return list(map(float, low)), list(map(float, high))
+
+
+def build_q_network(cfg: DictConfig, env: gym.vector.VectorEnv) -> torch.nn.Module:
+    """The ``arch`` node with the runtime facts (never written in YAML) filled in: observation
+    shape, number of actions, observation bounds (for archs that bin or featurise), and what
+    the exploration needs of the network (noisy layers, dropout)."""
+    obs_shape, num_actions = env_spaces(env)
+    kwargs: dict[str, Any] = {"obs_shape": list(obs_shape), "num_actions": num_actions}
+    arch_cls = get_class(cfg.arch._target_)
+    if "obs_low" in inspect.signature(arch_cls).parameters:
+        kwargs["obs_low"], kwargs["obs_high"] = observation_bounds(cfg, env)
+    overrides = dict(instantiate(cfg.exploration).network_overrides)
+    unsupported = [k for k in overrides if k not in inspect.signature(arch_cls).parameters]
+    if unsupported:
+        raise ValueError(
+            f"exploration={cfg.exploration._target_.rsplit('.', 1)[-1]} needs {unsupported} in the "
+            f"network, which {arch_cls.__name__} does not have; use arch=mlp or arch=mlp_action_in"
+        )
+    return instantiate(cfg.arch, **kwargs, **overrides)
 
 
 def env_spaces(env: gym.vector.VectorEnv) -> tuple[tuple[int, ...], int]:
@@ -59,11 +97,38 @@ def env_spaces(env: gym.vector.VectorEnv) -> tuple[tuple[int, ...], int]:
     return tuple(obs_shape), int(env.single_action_space.n)  # type: ignore[attr-defined]
 
 
-def make_env(cfg: DictConfig, num_envs: int | None = None):
+def make_env(cfg: DictConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
     env_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.env, resolve=True))
-    if num_envs is not None:
-        env_cfg["num_envs"] = num_envs
-    return make_vector_env(**env_cfg)
+    return make_env_from_config(env_cfg, num_envs)
+
+
+def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
+    """Replay capacity in time steps; for ``buffer=online`` one rollout plus the n-step window."""
+    if cfg.buffer.kind == "replay":
+        return int(cfg.buffer.capacity)
+    if cfg.buffer.kind != "online":
+        raise ValueError(f"buffer.kind={cfg.buffer.kind!r} is not one of replay, online")
+    num_envs = int(cfg.env.num_envs)
+    rollout_rows = math.ceil(float(cfg.env_steps_per_update) / num_envs)
+    return num_envs * (rollout_rows + n_step + 2)
+
+
+def on_policy_replay_warning(cfg: DictConfig, estimator: Estimator) -> str | None:
+    """The lecture's warning: on-policy targets from a large replay buffer are biased."""
+    if cfg.buffer.kind != "replay" or not estimator.is_on_policy:
+        return None
+    burst = float(cfg.updates_per_batch) * float(cfg.env_steps_per_update)
+    if cfg.buffer.capacity <= 4 * burst:
+        return None
+    what = "SARSA" if estimator.name == "sarsa" else f"a {estimator.n_step}-step return"
+    return (
+        f"{what} is an on-policy estimate, but buffer.capacity={cfg.buffer.capacity} keeps "
+        f"transitions from many older policies (one burst collects {burst:.0f} env steps): the "
+        "targets then estimate an old policy's returns and learning is slow or wrong. Learn from "
+        "fresh data with parallel agents instead, e.g. "
+        f"`buffer=online env.num_envs=16 env_steps_per_update=16`, or use "
+        "estimator=q_learning / expected_sarsa with n_step=1. Continuing as configured."
+    )
 
 
 def quiet_lightning() -> None:
@@ -97,10 +162,13 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
         torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
         env = make_env(cfg)
-        obs_shape, num_actions = env_spaces(env)
-        q_network = build_q_network(cfg, obs_shape, num_actions)
+        q_network = build_q_network(cfg, env)
         exploration = instantiate(cfg.exploration)
         estimator = instantiate(cfg.estimator)
+        warning = on_policy_replay_warning(cfg, estimator)
+        if warning is not None:
+            log.warning(warning)
+            summary["warnings"] = [warning]
         config = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(config, dict)
         module = QLearningModule(
@@ -120,7 +188,7 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
         datamodule = ReplayDataModule(
             env=env,
             policy=Actor(q_network, exploration, seed=int(cfg.seed)),
-            capacity=cfg.buffer.capacity,
+            capacity=buffer_capacity(cfg, estimator.n_step),
             seed=int(cfg.seed),
             batch_size=cfg.batch_size,
             n_step=estimator.n_step,
@@ -128,6 +196,7 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             learning_starts_env_steps=cfg.buffer.learning_starts_env_steps,
             env_steps_per_update=cfg.env_steps_per_update,
             updates_per_batch=cfg.updates_per_batch,
+            online=cfg.buffer.kind == "online",
         )
         eval_seed = int(cfg.seed) + int(cfg.eval.seed_offset)
         evaluator = GreedyEvaluationCallback(

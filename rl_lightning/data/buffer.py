@@ -85,6 +85,7 @@ class ReplayBuffer:
         self.truncated = np.zeros((self.rows, num_envs), dtype=bool)
         self.reset_step = np.zeros((self.rows, num_envs), dtype=bool)
         self.rows_written = 0  # total rows ever written per lane (not wrapped)
+        self.consumed_until = 0  # online use: first row whose window has not been used yet
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -144,6 +145,26 @@ class ReplayBuffer:
         else:
             raise RuntimeError("could not sample real transitions: the buffer holds only resets")
         return self._gather(starts, lanes, n_step)
+
+    def take_new(self, n_step: int = 1) -> TransitionBatch | None:
+        """Every real transition whose n-step window completed since the last call, once each,
+        in time order (row-major: all lanes of a time step, then the next step).
+
+        This is learning without replay -- the parallel agents' latest rollout, used once --
+        for on-policy estimators. Returns None when no window completed yet.
+        """
+        oldest = max(0, self.rows_written - self.rows)
+        first = max(self.consumed_until, oldest)
+        last = self.rows_written - 1 - n_step  # newest row whose window is complete
+        if last < first:
+            return None
+        rows = np.repeat(np.arange(first, last + 1), self.num_envs)
+        lanes = np.tile(np.arange(self.num_envs), last + 1 - first)
+        keep = ~self.reset_step[rows % self.rows, lanes]
+        self.consumed_until = last + 1
+        if not keep.any():
+            return None
+        return self._gather(rows[keep], lanes[keep], n_step)
 
     def _gather(self, starts: np.ndarray, lanes: np.ndarray, n_step: int) -> TransitionBatch:
         """Build the n-step windows starting at rows ``starts`` (not wrapped) of ``lanes``."""

@@ -17,6 +17,11 @@ class ReplayDataset(IterableDataset):
     """Each item: collect ``updates_per_batch * env_steps_per_update`` env steps, then sample
     ``updates_per_batch`` minibatches of ``batch_size`` n-step transitions (one gather).
 
+    With ``online=True`` there is no replay: each item is one update on exactly the transitions
+    collected since the previous item (all lanes, in time order, each used once; ``batch_size``
+    and ``updates_per_batch`` do not apply) -- the lecture's parallel agents for on-policy
+    learning.
+
     The stream ends once ``total_env_steps`` real transitions were collected, which ends
     Lightning's single epoch. Warm-up (``learning_starts_env_steps``) happens once, before the
     first batch. Lightning fetches one batch ahead, so acting runs one item ahead of learning:
@@ -36,6 +41,7 @@ class ReplayDataset(IterableDataset):
         learning_starts_env_steps: int,
         env_steps_per_update: float,
         updates_per_batch: int,
+        online: bool = False,
     ) -> None:
         super().__init__()
         if env_steps_per_update <= 0:
@@ -47,7 +53,8 @@ class ReplayDataset(IterableDataset):
         self.total_env_steps = total_env_steps
         self.learning_starts_env_steps = learning_starts_env_steps
         self.env_steps_per_update = env_steps_per_update
-        self.updates_per_batch = updates_per_batch
+        self.updates_per_batch = 1 if online else updates_per_batch
+        self.online = online
         self._collect_target = 0.0  # env steps the collector should have reached
 
     def _collect_until(self, env_steps: float) -> None:
@@ -69,6 +76,13 @@ class ReplayDataset(IterableDataset):
             yield self._sample()
 
     def _sample(self) -> TransitionBatch:
+        if self.online:
+            new = self.buffer.take_new(self.n_step)
+            while new is None:  # only auto-reset rows came in: act on
+                self.collector.collect(1)
+                new = self.buffer.take_new(self.n_step)
+            batch = new.map(lambda x: torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0))
+            return batch._replace(env_steps=self.collector.env_steps)
         k, b = self.updates_per_batch, self.batch_size
         flat = self.buffer.sample(k * b, self.n_step)
         batch = flat.map(

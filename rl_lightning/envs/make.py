@@ -52,3 +52,17 @@ def make_vector_env(
             "need a Discrete action space"
         )
     return env
+
+
+#: keys of the ``env`` config node that describe the observations, not how to build the env
+_DESCRIPTIVE_KEYS = ("obs_low", "obs_high")
+
+
+def make_env_from_config(
+    env_cfg: dict[str, Any], num_envs: int | None = None
+) -> gym.vector.VectorEnv:
+    """``make_vector_env`` from a plain ``env`` config dict, optionally with another lane count."""
+    kwargs = {k: v for k, v in env_cfg.items() if k not in _DESCRIPTIVE_KEYS}
+    if num_envs is not None:
+        kwargs["num_envs"] = num_envs
+    return make_vector_env(**kwargs)

@@ -87,7 +87,9 @@ def test_optimal_q_by_hand() -> None:
 
 
 @pytest.mark.parametrize("estimator", ["q_learning", "double_q"])
-def test_q_learning_from_uniform_behaviour_finds_q_star(compose_config, tmp_path, estimator) -> None:
+def test_q_learning_from_uniform_behaviour_finds_q_star(
+    compose_config, tmp_path, estimator
+) -> None:
     overrides = [*TABLE_OVERRIDES, f"estimator.name={estimator}"]
     cfg = compose_config(overrides)
     summary = train(cfg, run_dir=tmp_path, overrides=overrides)
@@ -123,4 +125,6 @@ def test_sarsa_from_uniform_behaviour_finds_q_uniform(compose_config, tmp_path) 
     cfg = compose_config(overrides)
     summary = train(cfg, run_dir=tmp_path, overrides=overrides)
     assert summary["status"] == "completed"
-    np.testing.assert_allclose(learned_table(tmp_path), uniform_policy_q(NUM_STATES, GAMMA), atol=0.05)
+    np.testing.assert_allclose(
+        learned_table(tmp_path), uniform_policy_q(NUM_STATES, GAMMA), atol=0.05
+    )

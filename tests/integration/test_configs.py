@@ -63,7 +63,11 @@ def leaves(node, prefix: str = ""):
         for key in node:
             yield from leaves(node._get_node(key), f"{prefix}{key}.")
     else:
-        value = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node._value()
+        value = (
+            OmegaConf.to_container(node)
+            if isinstance(node, (DictConfig, ListConfig))
+            else node._value()
+        )
         yield prefix[:-1], value
 
 
@@ -93,6 +97,15 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
         assert OmegaConf.select(root, key) == value, f"{group}={option}: {key}"
         checked += 1
     assert checked > 0 or group == "loss"  # mse.yaml only names its class
+    # a preset's `override /G: O` entries select those options (where it sets no value itself)
+    for entry in raw.get("defaults", []):
+        for key, chosen in entry.items():
+            other = key.split()[-1].strip("/")
+            own = {k for k, _ in leaves(raw[other])} if other in raw else set()
+            for sub, value in leaves(OmegaConf.load(CONF / other / f"{chosen}.yaml")):
+                if sub not in own:
+                    assert OmegaConf.select(cfg[other], sub) == value, f"{key}: {sub}"
+                    checked += 1
     # every interpolation resolves and the schema accepts the composed config
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["seed"] == 0
@@ -136,7 +149,11 @@ def test_gpu_trainer_composes(compose_config) -> None:
 # -- short training runs ---------------------------------------------------------------------
 
 TRAIN_CASES = (
-    [f"{group}={option}" for group in ("target", "loss", "optim", "env") for option in options(group)]
+    [
+        f"{group}={option}"
+        for group in ("target", "loss", "optim", "env")
+        for option in options(group)
+    ]
     + [f"experiment={option}" for option in options("experiment")]
     # the estimator variants of estimator/q_learning.yaml (every TD-target path of the module)
     + ["estimator.name=sarsa", "estimator.name=expected_sarsa", "estimator.name=double_q"]
@@ -232,3 +249,36 @@ def test_rl_train_console_script_with_offline_wandb(tmp_path: Path) -> None:
     assert len(offline_runs) == 1 and offline_runs[0].is_dir()
     assert list(offline_runs[0].glob("run-*.wandb"))  # the run's data, ready for `wandb sync`
     assert not list((run_dir / "wandb").glob("run-*"))  # nothing went online
+
+
+def train_and_compare_weights(compose_config, tmp_path: Path, monkeypatch, overrides: list[str]):
+    """Train; return the largest change of any online-network weight (initial -> checkpoint)."""
+    import rl_lightning.train as train_module
+
+    initial: dict[str, torch.Tensor] = {}
+    build = train_module.build_q_network
+
+    def build_and_remember(*args, **kwargs):
+        net = build(*args, **kwargs)
+        initial.update({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return net
+
+    monkeypatch.setattr(train_module, "build_q_network", build_and_remember)
+    cfg = compose_config(overrides)
+    summary = train(cfg, run_dir=tmp_path, overrides=overrides)
+    assert summary["status"] == "completed"
+    check_summary(tmp_path, summary, cfg, overrides)  # bursts of K updates, as computed there
+    final = torch.load(tmp_path / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    return max(
+        (final["state_dict"][f"q_network.{k}"] - v).abs().max().item() for k, v in initial.items()
+    )
+
+
+def test_constant_lr_debug_run_learns(compose_config, tmp_path: Path, monkeypatch) -> None:
+    overrides = ["debug=fast", "logger=none", "lr_end_factor=1.0"]
+    assert train_and_compare_weights(compose_config, tmp_path, monkeypatch, overrides) > 1e-3
+
+
+def test_default_debug_run_learns(compose_config, tmp_path: Path, monkeypatch) -> None:
+    overrides = ["debug=fast", "logger=none"]
+    assert train_and_compare_weights(compose_config, tmp_path, monkeypatch, overrides) > 1e-3

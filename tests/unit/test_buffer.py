@@ -119,11 +119,15 @@ def write_lanes(buf: ReplayBuffer) -> None:
                     )
                 )
             if ep.end is not None:  # the auto-reset step: final obs s_L, reward 0, no flags
-                lane_rows.append((state_id(lane, e, ep.length), reset_action(lane, e), 0.0, False, False, True))
+                lane_rows.append(
+                    (state_id(lane, e, ep.length), reset_action(lane, e), 0.0, False, False, True)
+                )
         assert len(lane_rows) == NUM_ROWS
         rows.append(lane_rows)
     for r in range(NUM_ROWS):
-        obs, act, rew, term, trunc, reset = zip(*(rows[lane][r] for lane in range(len(LANES))), strict=True)
+        obs, act, rew, term, trunc, reset = zip(
+            *(rows[lane][r] for lane in range(len(LANES))), strict=True
+        )
         buf.add(
             np.array(obs, dtype=np.float32)[:, None],
             np.array(act, dtype=np.int64),
@@ -151,7 +155,9 @@ def reference_windows(n: int, rows_per_lane: int) -> dict[float, tuple]:
                 k = n if ep.end is None else min(n, ep.length - i)
                 rewards = [reward_of(lane, e, i + j) for j in range(k)] + [0.0] * (n - k)
                 ends_here = ep.end == "terminated" and i + k == ep.length
-                next_action = reset_action(lane, e) if i + k == ep.length else action_id(lane, e, i + k)
+                next_action = (
+                    reset_action(lane, e) if i + k == ep.length else action_id(lane, e, i + k)
+                )
                 if oldest <= row + i and row + i + n <= NUM_ROWS - 1:
                     windows[state_id(lane, e, i)] = (
                         action_id(lane, e, i),
@@ -189,7 +195,12 @@ def test_every_sample_is_a_true_window(n: int, rows_per_lane: int) -> None:
     buf = ReplayBuffer(capacity=2 * rows_per_lane, num_envs=2, obs_shape=(1,), seed=n)
     write_lanes(buf)
     expected = reference_windows(n, rows_per_lane)
-    reset_obs = {state_id(lane, e, ep.length) for lane, eps in enumerate(LANES) for e, ep in enumerate(eps) if ep.end}
+    reset_obs = {
+        state_id(lane, e, ep.length)
+        for lane, eps in enumerate(LANES)
+        for e, ep in enumerate(eps)
+        if ep.end
+    }
     starts, got = sampled_windows(buf, n, 5000)
     assert not reset_obs & set(starts), "an auto-reset row was sampled as a transition start"
     for start, window in zip(starts, got, strict=True):
@@ -298,7 +309,9 @@ def cartpole_run() -> tuple[ReplayBuffer, VectorCollector, int]:
     vector_steps = 700  # 2100 rows, about 90 random-policy episodes
     buf = ReplayBuffer(capacity=3 * vector_steps, num_envs=3, obs_shape=(4,), seed=0)
     rng = np.random.default_rng(0)
-    collector = VectorCollector(env, lambda obs, step: rng.integers(2, size=obs.shape[0]), buf, seed=0)
+    collector = VectorCollector(
+        env, lambda obs, step: rng.integers(2, size=obs.shape[0]), buf, seed=0
+    )
     collector.collect(vector_steps)
     env.close()
     return buf, collector, vector_steps

@@ -30,7 +30,9 @@ def t(*values: float) -> torch.Tensor:
 
 
 def close(actual: torch.Tensor, expected: list[float]) -> None:
-    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        actual, torch.tensor(expected, dtype=actual.dtype), rtol=0, atol=1e-5
+    )
 
 
 # -- pure functions --------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def test_epsilon_greedy_probs_follow_the_schedule() -> None:
     policy = EpsilonGreedy(schedule=LinearSchedule(start=1.0, end=0.05, duration_env_steps=1000))
     q = torch.tensor([[0.0, 1.0]])
     # t=500: eps = 0.525 -> [0.2625, 0.2625 + 0.475] = [0.2625, 0.7375]
-    torch.testing.assert_close(policy.probs(q, 500), torch.tensor([[0.2625, 0.7375]]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        policy.probs(q, 500), torch.tensor([[0.2625, 0.7375]]), rtol=0, atol=1e-6
+    )
     # t=0: eps = 1 -> uniform
     torch.testing.assert_close(policy.probs(q, 0), torch.tensor([[0.5, 0.5]]), rtol=0, atol=1e-6)
     assert policy.metrics(500) == {"rollout/epsilon": pytest.approx(0.525)}

@@ -22,7 +22,9 @@ from rl_lightning.target_updates import (
 )
 
 
-def make_module(target_update, *, estimator: str = "q_learning", optim=torch.optim.Adam, lr=0.01) -> QLearningModule:
+def make_module(
+    target_update, *, estimator: str = "q_learning", optim=torch.optim.Adam, lr=0.01
+) -> QLearningModule:
     torch.manual_seed(0)
     return QLearningModule(
         q_network=MLPQNetwork(obs_shape=[4], num_actions=3, hidden_sizes=[8]),
@@ -30,7 +32,9 @@ def make_module(target_update, *, estimator: str = "q_learning", optim=torch.opt
         target_update=target_update,
         loss=nn.MSELoss(),
         optimizer=functools.partial(optim, lr=lr),
-        exploration=EpsilonGreedy(schedule=LinearSchedule(start=0.3, end=0.3, duration_env_steps=1)),
+        exploration=EpsilonGreedy(
+            schedule=LinearSchedule(start=0.3, end=0.3, duration_env_steps=1)
+        ),
         gamma=0.9,
     )
 
@@ -76,7 +80,9 @@ def test_optimizer_never_changes_the_target_network() -> None:
         loss.backward()
         assert all(p.grad is None for p in target.parameters())  # no gradient reaches it
         opt.step()
-        assert not same(online_before, params(module.q_network)), "the optimizer did not move the online net"
+        assert not same(online_before, params(module.q_network)), (
+            "the optimizer did not move the online net"
+        )
         assert same(snapshot, params(target)), f"the optimizer changed the target at step {step}"
         module.updates += 1
         module.target_update(module.q_network, target, module.updates)
@@ -98,7 +104,10 @@ def test_td_target_bootstraps_from_the_target_network() -> None:
     # y = r + 0.9 * (1 - d) * max_a Q_target(s', a)
     expected = batch.rewards[:, 0] + 0.9 * (1 - batch.terminated) * expected_q.max(dim=1).values
     torch.testing.assert_close(module.td_target(batch), expected)
-    online = batch.rewards[:, 0] + 0.9 * (1 - batch.terminated) * module.q_network(batch.next_obs).max(1).values
+    online = (
+        batch.rewards[:, 0]
+        + 0.9 * (1 - batch.terminated) * module.q_network(batch.next_obs).max(1).values
+    )
     assert not torch.allclose(module.td_target(batch), online)
 
 
@@ -120,7 +129,10 @@ def test_no_target_network_bootstraps_from_the_online_network_without_gradient()
     batch = random_batch(2)
     y = module.td_target(batch)
     assert not y.requires_grad
-    expected = batch.rewards[:, 0] + 0.9 * (1 - batch.terminated) * module.q_network(batch.next_obs).max(1).values
+    expected = (
+        batch.rewards[:, 0]
+        + 0.9 * (1 - batch.terminated) * module.q_network(batch.next_obs).max(1).values
+    )
     torch.testing.assert_close(y, expected.detach())
 
 

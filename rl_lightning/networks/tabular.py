@@ -1,0 +1,78 @@
+"""A table over binned states, learned by SGD on the squared TD error.
+
+The lecture's first answer to large state spaces: cut each observation dimension into
+``bins`` intervals between ``low`` and ``high`` (values outside fall into the edge bins) and
+keep one row of Q-values per cell. One SGD step with learning rate a on (Q(s,a) - y)^2 is
+
+    Q(s, a) := Q(s, a) - a * 2 (Q(s, a) - y) = (1 - 2a) Q(s, a) + 2a y,
+
+the moving-average update with alpha' = 2a (tested in tests/unit/test_networks.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class TabularQNetwork(nn.Module):
+    """Q(s, .) = table[cell(s)].
+
+    Args:
+        obs_shape, num_actions: runtime facts.
+        obs_low, obs_high: per-dimension bounds of the grid (from ``env.obs_low/obs_high`` or
+            the observation space).
+        bins: cells per dimension (an int for all, or one per dimension).
+        init: initial Q-value of every cell.
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+    bins: torch.Tensor
+    strides: torch.Tensor
+
+    def __init__(
+        self,
+        *,
+        obs_shape: Sequence[int],
+        num_actions: int,
+        obs_low: Sequence[float],
+        obs_high: Sequence[float],
+        bins: int | Sequence[int] = 10,
+        init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        dims = math.prod(obs_shape)
+        bins_list = [int(bins)] * dims if isinstance(bins, int) else [int(b) for b in bins]
+        if len(bins_list) != dims or len(obs_low) != dims or len(obs_high) != dims:
+            raise ValueError(f"tabular: bins, obs_low and obs_high need {dims} entries each")
+        self.register_buffer("low", torch.tensor(list(obs_low), dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(list(obs_high), dtype=torch.float32))
+        self.register_buffer("bins", torch.tensor(bins_list, dtype=torch.long))
+        strides = [math.prod(bins_list[i + 1 :]) for i in range(dims)]
+        self.register_buffer("strides", torch.tensor(strides, dtype=torch.long))
+        self.num_cells = math.prod(bins_list)
+        self.table = nn.Parameter(torch.full((self.num_cells, num_actions), float(init)))
+
+    def bin_coordinates(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) -> (B, D) integer bin of each dimension."""
+        x = obs.flatten(1).float()
+        frac = (x - self.low) / (self.high - self.low)
+        return torch.minimum((frac * self.bins).floor().long().clamp(min=0), self.bins - 1)
+
+    def cell(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, *obs_shape) -> (B,) flat cell index."""
+        return (self.bin_coordinates(obs) * self.strides).sum(dim=1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.table[self.cell(obs)]
+
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.table[self.cell(obs), actions.long()]
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The cell's normalised grid coordinates (B, D) in [0, 1]."""
+        return self.bin_coordinates(obs).float() / (self.bins - 1).clamp(min=1)
