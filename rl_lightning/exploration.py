@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rl_lightning.networks.noisy import NoisyLinear
+from rl_lightning.networks.tabular import TabularQNetwork
 
 
 class LinearSchedule:
@@ -174,6 +175,7 @@ MODE_SENSITIVE = (
     torch.nn.modules.dropout._DropoutNd,
     torch.nn.modules.batchnorm._BatchNorm,
     NoisyLinear,
+    TabularQNetwork,  # its noisy / dropout perturbations
 )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rl_lightning.networks.q_network import QNetwork
+from rl_lightning.networks.q_network import QNetwork, linear_layer
 
 FEATURES = ("raw", "polynomial", "rbf")
 
@@ -91,6 +91,8 @@ class LinearQNetwork(QNetwork):
         features: ``raw`` | ``polynomial`` | ``rbf``.
         degree: polynomial degree.
         centers: RBF centres per dimension (centers ** dims features).
+        dropout: dropout on the features (exploration=dropout thins them while acting).
+        noisy: a factorised-Gaussian noisy output layer (exploration=noisy).
     """
 
     def __init__(
@@ -103,6 +105,8 @@ class LinearQNetwork(QNetwork):
         features: str = "rbf",
         degree: int = 2,
         centers: int = 5,
+        dropout: float = 0.0,
+        noisy: bool = False,
     ) -> None:
         feature_map = FeatureMap(
             kind=features,
@@ -112,7 +116,11 @@ class LinearQNetwork(QNetwork):
             degree=degree,
             centers=centers,
         )
-        head = nn.Linear(feature_map.out_features, num_actions)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        super().__init__(feature_map, head)
+        encoder: nn.Module = feature_map
+        if dropout > 0.0:
+            encoder = nn.Sequential(feature_map, nn.Dropout(dropout))
+        head = linear_layer(feature_map.out_features, num_actions, noisy=noisy)
+        if not noisy:
+            for p in head.parameters():
+                nn.init.zeros_(p)  # Q = 0 everywhere at the start
+        super().__init__(encoder, head)

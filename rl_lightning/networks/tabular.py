@@ -27,6 +27,9 @@ class TabularQNetwork(nn.Module):
             the observation space).
         bins: cells per dimension (an int for all, or one per dimension).
         init: initial Q-value of every cell.
+        noisy: parameter-noise exploration: Q = table + sigma * eps with a learned sigma per
+            entry and fresh Gaussian eps at every train-mode forward pass (exploration=noisy).
+        dropout: dropout on the looked-up Q-values in train mode (exploration=dropout).
     """
 
     low: torch.Tensor
@@ -43,6 +46,8 @@ class TabularQNetwork(nn.Module):
         obs_high: Sequence[float],
         bins: int | Sequence[int] = 10,
         init: float = 0.0,
+        noisy: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         dims = math.prod(obs_shape)
@@ -56,6 +61,10 @@ class TabularQNetwork(nn.Module):
         self.register_buffer("strides", torch.tensor(strides, dtype=torch.long))
         self.num_cells = math.prod(bins_list)
         self.table = nn.Parameter(torch.full((self.num_cells, num_actions), float(init)))
+        self.sigma: nn.Parameter | None = None
+        if noisy:
+            self.sigma = nn.Parameter(torch.full((self.num_cells, num_actions), 0.5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0.0 else None
 
     def bin_coordinates(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, *obs_shape) -> (B, D) integer bin of each dimension."""
@@ -67,11 +76,24 @@ class TabularQNetwork(nn.Module):
         """(B, *obs_shape) -> (B,) flat cell index."""
         return (self.bin_coordinates(obs) * self.strides).sum(dim=1)
 
+    def _perturb(self, q: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        if not self.training:
+            return q
+        if sigma is not None:
+            q = q + sigma * torch.randn_like(q)
+        if self.dropout is not None:
+            q = self.dropout(q)
+        return q
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.table[self.cell(obs)]
+        cell = self.cell(obs)
+        return self._perturb(self.table[cell], None if self.sigma is None else self.sigma[cell])
 
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.table[self.cell(obs), actions.long()]
+        cell, a = self.cell(obs), actions.long()
+        return self._perturb(
+            self.table[cell, a], None if self.sigma is None else self.sigma[cell, a]
+        )
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """The cell's normalised grid coordinates (B, D) in [0, 1]."""
