@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rl_lightning.estimators import Estimator
 from rl_lightning.summary import REQUIRED_KEYS, SUMMARY_FILE, read_summary
-from rl_lightning.train import CHECKPOINT_NAME, CONFIG_DIR, train
+from rl_lightning.train import CHECKPOINT_NAME, CONFIG_DIR, build_q_network, train
 
 CONF = Path(CONFIG_DIR)
 GROUPS = (
@@ -113,9 +114,12 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
 
 def test_components_instantiate(compose_config) -> None:
     """Every option of the ``_target_`` groups builds the object it names."""
+    env = gym.make_vec("CartPole-v1", 1)
     for option in options("arch"):
-        net = instantiate(compose_config([f"arch={option}"]).arch, obs_shape=[4], num_actions=3)
-        assert net(torch.zeros(5, 4)).shape == (5, 3)
+        net = build_q_network(
+            compose_config([f"arch={option}"]), env
+        )  # CartPole: 4 dims, 2 actions
+        assert net(torch.zeros(5, 4)).shape == (5, 2)
     for option in options("estimator"):
         assert isinstance(instantiate(compose_config([f"estimator={option}"]).estimator), Estimator)
     for option in options("exploration"):
