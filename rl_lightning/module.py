@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import pytorch_lightning as pl
@@ -92,7 +92,18 @@ class QLearningModule(pl.LightningModule):
             self.target_network.eval()  # the target is a fixed function: no dropout noise
         return self
 
-    def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
+    def training_step(self, dataloader_iter: Iterator) -> None:
+        """Fetch the next item *now* -- the collector acts with the current weights -- and learn.
+
+        Taking ``dataloader_iter`` switches off Lightning's one-batch prefetch, which would
+        otherwise collect each burst with the weights from before the previous burst's updates.
+        The stream's end (StopIteration) ends the epoch.
+        """
+        batch, _, _ = next(dataloader_iter)
+        self.learn(self.trainer.strategy.batch_to_device(batch))
+
+    def learn(self, batch: TransitionBatch) -> None:
+        """K optimizer steps on the K minibatches of ``batch`` (shapes ``(K, B, ...)``)."""
         opt = cast(LightningOptimizer, self.optimizers())
         if self.lr_end_factor != 1.0:
             self._anneal_lr(opt.optimizer)  # at the env steps before this batch's burst

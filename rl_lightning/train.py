@@ -102,6 +102,11 @@ def make_env(cfg: DictConfig, num_envs: int | None = None) -> gym.vector.VectorE
     return make_env_from_config(env_cfg, num_envs)
 
 
+def process_rank() -> int:
+    """Global rank of this process under torch.distributed launchers (0 otherwise)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
 def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
     """Replay capacity in time steps; for ``buffer=online`` one rollout plus the n-step window."""
     if cfg.buffer.kind == "replay":
@@ -185,11 +190,14 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             lr_end_factor=cfg.lr_end_factor,
             config=config,
         )
+        # under DDP every rank runs its own actors on differently seeded envs (the lecture's
+        # parallel agents with shared weights); gradients are averaged across ranks
+        actor_seed = int(cfg.seed) + 10_000 * process_rank()
         datamodule = ReplayDataModule(
             env=env,
-            policy=Actor(q_network, exploration, seed=int(cfg.seed)),
+            policy=Actor(q_network, exploration, seed=actor_seed),
             capacity=buffer_capacity(cfg, estimator.n_step),
-            seed=int(cfg.seed),
+            seed=actor_seed,
             batch_size=cfg.batch_size,
             n_step=estimator.n_step,
             total_env_steps=cfg.total_env_steps,
@@ -266,7 +274,8 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             summary["updates"] = int(module.updates)
         summary["wall_s"] = time.perf_counter() - start
         summary["env_steps_per_s"] = summary["env_steps"] / max(summary["wall_s"], 1e-9)
-        write_summary(run_dir, summary)
+        if process_rank() == 0:
+            write_summary(run_dir, summary)
         finish_wandb()
         if env is not None:
             env.close()

@@ -24,8 +24,8 @@ class ReplayDataset(IterableDataset):
 
     The stream ends once ``total_env_steps`` real transitions were collected, which ends
     Lightning's single epoch. Warm-up (``learning_starts_env_steps``) happens once, before the
-    first batch. Lightning fetches one batch ahead, so acting runs one item ahead of learning:
-    the behaviour policy is at most one item's worth of updates older than the learner.
+    first batch. The module pulls items itself (``training_step(dataloader_iter)``), so each
+    burst is collected with the weights of the latest update (no prefetch lag).
 
     Batches are ``TransitionBatch`` of tensors shaped ``(K, B, ...)``, K = updates_per_batch.
     """
