@@ -108,13 +108,16 @@ def process_rank() -> int:
 
 
 def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
-    """Replay capacity in time steps; for ``buffer=online`` one rollout plus the n-step window."""
+    """Replay capacity in time steps; for ``buffer=online`` one rollout (with room for its
+    auto-reset rows) plus the n-step window."""
     if cfg.buffer.kind == "replay":
         return int(cfg.buffer.capacity)
     if cfg.buffer.kind != "online":
         raise ValueError(f"buffer.kind={cfg.buffer.kind!r} is not one of replay, online")
     num_envs = int(cfg.env.num_envs)
-    rollout_rows = math.ceil(float(cfg.env_steps_per_update) / num_envs)
+    # a rollout of E real steps takes up to 2 * ceil(E / N) + 1 rows per lane: every episode
+    # has at least one real step, and each episode end adds one auto-reset row
+    rollout_rows = 2 * math.ceil(float(cfg.env_steps_per_update) / num_envs) + 1
     return num_envs * (rollout_rows + n_step + 2)
 
 
@@ -140,6 +143,9 @@ def quiet_lightning() -> None:
     """Keep Lightning's warnings, drop its start-up chatter (accelerator and logger tips)."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+    # training_step(dataloader_iter) is deliberate (see QLearningModule.training_step)
+    warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument")
+    warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
 
 
 def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, Any]:

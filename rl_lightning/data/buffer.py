@@ -146,6 +146,10 @@ class ReplayBuffer:
             raise RuntimeError("could not sample real transitions: the buffer holds only resets")
         return self._gather(starts, lanes, n_step)
 
+    def skip_to_newest(self, n_step: int = 1) -> None:
+        """Online use: mark everything stored so far as used (e.g. warm-up data)."""
+        self.consumed_until = max(self.consumed_until, self.rows_written - n_step)
+
     def take_new(self, n_step: int = 1) -> TransitionBatch | None:
         """Every real transition whose n-step window completed since the last call, once each,
         in time order (row-major: all lanes of a time step, then the next step).
@@ -154,7 +158,13 @@ class ReplayBuffer:
         for on-policy estimators. Returns None when no window completed yet.
         """
         oldest = max(0, self.rows_written - self.rows)
-        first = max(self.consumed_until, oldest)
+        if self.consumed_until < oldest:
+            raise RuntimeError(
+                f"online buffer overflow: rows {self.consumed_until}..{oldest - 1} were overwritten "
+                f"before they were used; the buffer keeps {self.rows} rows per lane, too few for one "
+                "rollout plus the n-step window"
+            )
+        first = self.consumed_until
         last = self.rows_written - 1 - n_step  # newest row whose window is complete
         if last < first:
             return None

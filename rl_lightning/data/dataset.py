@@ -20,7 +20,7 @@ class ReplayDataset(IterableDataset):
     With ``online=True`` there is no replay: each item is one update on exactly the transitions
     collected since the previous item (all lanes, in time order, each used once; ``batch_size``
     and ``updates_per_batch`` do not apply) -- the lecture's parallel agents for on-policy
-    learning.
+    learning. Warm-up transitions (``learning_starts_env_steps``) are then not learned from.
 
     The stream ends once ``total_env_steps`` real transitions were collected, which ends
     Lightning's single epoch. Warm-up (``learning_starts_env_steps``) happens once, before the
@@ -68,8 +68,12 @@ class ReplayDataset(IterableDataset):
             # warm-up: enough real steps for learning to start and for one n-step window per lane
             self._collect_target = float(self.learning_starts_env_steps)
             self._collect_until(self._collect_target)
-            while self.buffer.num_sampleable_rows(self.n_step) < 1:
-                self.collector.collect(1)
+            if self.online:
+                if self.learning_starts_env_steps > 0:  # fresh rollouts only: no warm-up replay
+                    self.buffer.skip_to_newest(self.n_step)
+            else:
+                while self.buffer.num_sampleable_rows(self.n_step) < 1:
+                    self.collector.collect(1)
         while self.collector.env_steps < self.total_env_steps:
             self._collect_target += self.updates_per_batch * self.env_steps_per_update
             self._collect_until(self._collect_target)
