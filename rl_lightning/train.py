@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -42,6 +43,7 @@ from rl_lightning.exploration import Actor
 from rl_lightning.loggers import build_loggers, finish_wandb
 from rl_lightning.module import QLearningModule
 from rl_lightning.summary import write_summary
+from rl_lightning.validation import ConfigError, validate_config
 
 log = logging.getLogger("rl_lightning")
 
@@ -169,6 +171,7 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
     module = None
     datamodule = None
     try:
+        validate_config(cfg)
         quiet_lightning()
         torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
@@ -292,9 +295,15 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
 def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point ``rl-train``; returns the final greedy return (for sweepers)."""
     hydra_cfg = HydraConfig.get()
-    summary = train(
-        cfg, run_dir=Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task)
-    )
+    try:
+        summary = train(
+            cfg,
+            run_dir=Path(hydra_cfg.runtime.output_dir),
+            overrides=list(hydra_cfg.overrides.task),
+        )
+    except ConfigError as exc:  # a clear message, no traceback, exit status 2
+        print(f"[rl-train] {exc}", file=sys.stderr)
+        sys.exit(2)
     print(
         f"[rl-train] {summary['status']}: eval_return_mean={summary['eval_return_mean']:.1f} "
         f"± {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes, "

@@ -1,0 +1,79 @@
+"""Bad values fail before anything is built, with the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl_lightning.summary import read_summary
+from rl_lightning.validation import ConfigError, env_id_problem, validate_config
+
+CASES = [
+    (["gamma=1.5"], "gamma=1.5: must be in [0, 1]"),
+    (["estimator.n_step=0"], "estimator.n_step=0: must be >= 1"),
+    (["optim.lr=-0.001"], "optim.lr=-0.001: must be > 0"),
+    (["buffer.capacity=10"], "buffer.capacity=10: must be >= batch_size=64 (one batch must fit)"),
+    (
+        ["buffer.capacity=64", "batch_size=64", "env.num_envs=32"],
+        "buffer.capacity=64: must be >= env.num_envs * (estimator.n_step + 2) = 96",
+    ),
+    (["total_env_steps=0"], "total_env_steps=0: must be > 0"),
+    (["env_steps_per_update=0"], "env_steps_per_update=0.0: must be > 0"),
+    (["lr_end_factor=2"], "lr_end_factor=2.0: must be in [0, 1]"),
+    (["max_grad_norm=-1"], "max_grad_norm=-1.0: must be > 0, or null for no clipping"),
+    (
+        ["logger.mode=sometimes"],
+        "logger.mode='sometimes': must be one of offline, online, disabled",
+    ),
+    (["eval.episodes=0"], "eval.episodes=0: must be >= 1"),
+    (["env.id=CartPole-v2"], "did you mean CartPole-v1"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES)
+def test_bad_values_name_key_value_and_range(compose_config, overrides, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_config(overrides))
+    assert message in str(info.value)
+
+
+def test_every_problem_is_listed_at_once(compose_config) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_config(["gamma=2", "estimator.n_step=0"]))
+    assert "gamma=2.0" in str(info.value) and "estimator.n_step=0" in str(info.value)
+
+
+def test_the_defaults_and_presets_are_valid(compose_config) -> None:
+    for overrides in (
+        [],
+        ["experiment=acrobot_dqn"],
+        ["experiment=mountaincar_dqn"],
+        ["buffer=online"],
+    ):
+        validate_config(compose_config(overrides))
+
+
+def test_unknown_env_without_close_match() -> None:
+    assert (
+        env_id_problem("Zzzzzzzzzz-v9")
+        == "env.id='Zzzzzzzzzz-v9' is not a registered gymnasium environment"
+    )
+    assert env_id_problem("CartPole-v1") is None
+
+
+def test_rl_train_exits_2_with_the_message_and_a_failed_summary(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl_lightning.train", "gamma=7", f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "gamma=7.0: must be in [0, 1]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and "gamma=7.0" in summary["error"]
