@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: setup train test test-slow lint format clean
+.PHONY: setup train test test-slow lint format clean bench
 
 $(BIN)/rl-train: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: setup  ## the test suite CI runs (slow learning runs excluded)
 
 test-slow: setup  ## only the slow learning tests
 	$(BIN)/python -m pytest -q -m slow
+
+bench: setup  ## rl-lightning vs Stable-Baselines3 side by side (docs/perf.md); about 10 min on a quiet machine
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -61,6 +61,19 @@ class LoggerConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    enabled: bool = False  # t-SNE of the penultimate layer at the end of training
+    episodes: int = 5  # greedy episodes whose states are embedded
+    max_points: int = 2_000  # states kept for t-SNE (a uniform subsample)
+    perplexity: float = 30.0  # t-SNE perplexity: the effective number of neighbours
+
+
+@dataclass
+class FaultInjectionConfig:
+    fail_at_env_steps: Optional[int] = None  # raise after the burst reaching this env step (tests)
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     total_env_steps: int = 100_000
@@ -68,6 +81,7 @@ class RunConfig:
     batch_size: int = 128
     env_steps_per_update: float = 1.0  # environment steps collected per gradient update
     updates_per_batch: int = 4  # gradient updates per training_step (amortises overhead)
+    interleaved: bool = False  # act env_steps_per_update env steps before each update
     max_grad_norm: Optional[float] = 10.0
     lr_end_factor: float = 1.0  # lr decays linearly to lr * this at total_env_steps
     log_every_updates: int = 200
@@ -79,6 +93,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    fault_injection: FaultInjectionConfig = field(default_factory=FaultInjectionConfig)
     arch: Any = None
     estimator: Any = None
     exploration: Any = None

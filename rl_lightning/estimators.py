@@ -114,8 +114,14 @@ class Estimator:
         probs_t: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The TD target (B,) from a window's rewards (B, n) and bootstrap Q-values (B, A)."""
-        r_t = n_step_return(rewards, gamma)
-        discount_t = bootstrap_discount(n_steps, terminated, gamma)
+        if rewards.shape[-1] == 1:
+            # a one-step window always holds its one step (k = 1): the same numbers as below,
+            # r_t = r * gamma^0 and discount_t = gamma^1 * (1 - terminated), in two cheap ops
+            r_t = rewards.squeeze(-1)
+            discount_t = (1.0 - terminated) * gamma
+        else:
+            r_t = n_step_return(rewards, gamma)
+            discount_t = bootstrap_discount(n_steps, terminated, gamma)
         if self.name == "q_learning":
             return q_learning(r_t, discount_t, q_t)
         if self.name == "sarsa":

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rl_lightning.networks.noisy import NoisyLinear
+from rl_lightning.networks.numpy_forward import NumpyMLP
 from rl_lightning.networks.tabular import TabularQNetwork
 
 
@@ -78,6 +79,24 @@ class Exploration:
         """q: (N, A) Q-values -> (N,) int64 actions."""
         return q.argmax(dim=1).cpu().numpy()
 
+    def act(
+        self,
+        q_fn: Callable[[], torch.Tensor],
+        greedy_fn: Callable[[], np.ndarray],
+        num_envs: int,
+        num_actions: int | None,
+        env_step: int,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Actions for ``num_envs`` lanes, computing only what the choice needs: ``q_fn()``
+        runs the Q-network (N, A); ``greedy_fn()`` gives argmax_a Q(s, a) (N,) int64, possibly
+        by a cheaper path. ``num_actions`` is None until the first forward pass.
+
+        The default needs the Q-values (``select``); epsilon-greedy needs only the greedy
+        actions, and none when every lane explores.
+        """
+        return self.select(q_fn(), env_step, rng)
+
     def probs(self, q: torch.Tensor, env_step: int) -> torch.Tensor:
         """q: (B, A) -> (B, A) action probabilities of this policy given these Q-values."""
         return torch.nn.functional.one_hot(q.argmax(dim=1), q.shape[1]).to(q.dtype)
@@ -105,6 +124,32 @@ class EpsilonGreedy(Exploration):
             explore = np.asarray(rng.random(actions.shape[0]) < eps)
             if explore.any():
                 actions[explore] = rng.integers(q.shape[1], size=int(explore.sum()))
+        return actions
+
+    def act(
+        self,
+        q_fn: Callable[[], torch.Tensor],
+        greedy_fn: Callable[[], np.ndarray],
+        num_envs: int,
+        num_actions: int | None,
+        env_step: int,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """``select`` with the same random draws, from the greedy actions alone, and no
+        forward pass when every lane explores (most steps early on with one env: CleanRL and
+        SB3 skip it likewise)."""
+        eps = self.epsilon(env_step)
+        if num_actions is None:
+            return self.select(q_fn(), env_step, rng)
+        if eps <= 0.0:
+            return greedy_fn()
+        explore = rng.random(num_envs) < eps
+        n_explore = int(np.count_nonzero(explore))
+        if n_explore == num_envs:
+            return rng.integers(num_actions, size=num_envs)
+        actions = greedy_fn()
+        if n_explore:
+            actions[explore] = rng.integers(num_actions, size=n_explore)
         return actions
 
     def probs(self, q: torch.Tensor, env_step: int) -> torch.Tensor:
@@ -186,24 +231,61 @@ class Actor:
     the latest weights, on whatever device Lightning moved them to.
     """
 
-    def __init__(self, q_network: torch.nn.Module, exploration: Exploration, *, seed: int) -> None:
+    def __init__(
+        self,
+        q_network: torch.nn.Module,
+        exploration: Exploration,
+        *,
+        seed: int,
+        numpy_acting: bool = True,
+    ) -> None:
         self.q_network = q_network
         self.exploration = exploration
         self.rng = np.random.default_rng(seed)
         self._mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in q_network.modules())
+        # moving a module to a device keeps its Parameter objects (``param.data`` is swapped),
+        # so this parameter always tells the current device without walking the module tree
+        self._first_param = next(q_network.parameters())
+        self.num_actions: int | None = None  # learnt from the first forward pass
+        # greedy actions of a plain MLP on the CPU through numpy (NumpyMLP: same weights,
+        # float32 rounding aside; several times cheaper per step than torch's dispatch)
+        self._numpy = (
+            NumpyMLP.build(q_network) if numpy_acting and not self._mode_sensitive else None
+        )
 
-    @torch.no_grad()
     def __call__(self, obs: np.ndarray, env_step: int) -> np.ndarray:
         """obs: (N, *obs_shape) -> (N,) actions."""
-        device = next(self.q_network.parameters()).device
-        obs_t = torch.as_tensor(obs, device=device)
+        return self.exploration.act(
+            lambda: self.q_values(obs, env_step),
+            lambda: self.greedy(obs, env_step),
+            len(obs),
+            self.num_actions,
+            env_step,
+            self.rng,
+        )
+
+    def greedy(self, obs: np.ndarray, env_step: int) -> np.ndarray:
+        """argmax_a Q(s, a) for each lane, (N,) int64."""
+        if self._numpy is not None:
+            q = self._numpy(obs)
+            if q is not None:
+                self.num_actions = int(q.shape[1])
+                return q.argmax(axis=1)
+        return self.q_values(obs, env_step).argmax(dim=1).cpu().numpy()
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray, env_step: int) -> torch.Tensor:
+        """The acting forward pass (N, A), in the mode the exploration asks for."""
+        obs_t = torch.as_tensor(obs, device=self._first_param.device)
         if not self._mode_sensitive:
-            return self.exploration.select(self.q_network(obs_t), env_step, self.rng)
-        self.exploration.prepare(self.q_network, env_step)
-        was_training = self.q_network.training
-        self.q_network.train(self.exploration.acting_train_mode)
-        try:
             q = self.q_network(obs_t)
-        finally:
-            self.q_network.train(was_training)
-        return self.exploration.select(q, env_step, self.rng)
+        else:
+            self.exploration.prepare(self.q_network, env_step)
+            was_training = self.q_network.training
+            self.q_network.train(self.exploration.acting_train_mode)
+            try:
+                q = self.q_network(obs_t)
+            finally:
+                self.q_network.train(was_training)
+        self.num_actions = int(q.shape[1])
+        return q

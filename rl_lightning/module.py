@@ -11,6 +11,10 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
@@ -19,13 +23,56 @@ from rl_lightning.exploration import Exploration
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
+#: Lightning hooks run around every optimizer step; the direct update path is taken only when
+#: neither the module nor any callback overrides one of them
+PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+#: pending per-update statistics are folded into running sums every this many updates
+STATS_FOLD = 256
+
+
+def foreach_clip_supported(params: list[nn.Parameter]) -> bool:
+    """All parameters on one CPU or CUDA device with one floating dtype: torch's
+    ``clip_grad_norm_`` then takes its single-group foreach path, which ``clip_grad_norm``
+    reproduces without the per-call grouping."""
+    if not params:
+        return False
+    device, dtype = params[0].device, params[0].dtype
+    return (
+        device.type in ("cpu", "cuda")
+        and dtype.is_floating_point
+        and all(p.device == device and p.dtype == dtype for p in params)
+    )
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, foreach: bool) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (2-norm), op for op the same
+    computation as its foreach path (bitwise the same gradients), without regrouping the
+    tensors by device and dtype on every call when ``foreach_clip_supported(params)``."""
+    if not foreach:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    clip_coef = torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, clip_coef)
+    return total_norm
+
 
 class QLearningModule(pl.LightningModule):
     """Minimises (Q(s_t, a_t) - y_t)^2 (or the Huber loss) with y_t a constant TD target.
 
-    Each batch holds K minibatches (``(K, B, ...)``); ``training_step`` does K optimizer steps,
-    one per minibatch, calling the target update after each. This keeps the semantics of K
-    separate updates while paying Lightning's per-step overhead once per K updates.
+    Each batch holds K minibatches (``(K, B, ...)``, or an ``InterleavedUpdates`` that produces
+    them one at a time); ``training_step`` does K optimizer steps, one per minibatch, calling the
+    target update after each. This keeps the semantics of K separate updates while paying
+    Lightning's per-step overhead once per K updates.
+
+    The inner updates go straight to torch (``loss.backward()``, ``clip_grad_norm_``,
+    ``optimizer.step()``, Lightning's step counter kept) on a single device at 32-bit precision
+    with no profiler and nobody listening to Lightning's per-update hooks (``PER_UPDATE_HOOKS``,
+    ``backward``); otherwise, e.g. under DDP or mixed precision, through Lightning's
+    ``manual_backward`` / ``clip_gradients`` / ``LightningOptimizer.step``. The maths is the same.
 
     Args:
         q_network: the online network ``(B, *obs_shape) -> (B, A)``.
@@ -80,7 +127,14 @@ class QLearningModule(pl.LightningModule):
         self.env_steps = 0
         self._stats: torch.Tensor | None = None  # running sums of loss, q, |td error|
         self._stats_count = 0
+        # per-update (loss, Q(s, a), target), detached, not yet folded into _stats: no
+        # arithmetic per update, one vectorised reduction every STATS_FOLD updates
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._last_log = (time.perf_counter(), 0)
+        self._direct: bool | None = None  # take the direct update path (decided at train start)
+        self._params: list[nn.Parameter] = []
+        self._foreach_clip = False  # clip with two foreach kernels (see clip_grad_norm)
+        self.learn_time_s = 0.0  # wall time inside learn(): updates, not collection (perf)
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -92,6 +146,27 @@ class QLearningModule(pl.LightningModule):
             self.target_network.eval()  # the target is a fixed function: no dropout noise
         return self
 
+    def on_train_start(self) -> None:
+        trainer: Any = self.trainer
+        listeners = [self, *trainer.callbacks]
+        self._direct = (
+            type(trainer.strategy) is SingleDeviceStrategy
+            and type(trainer.precision_plugin) is Precision
+            and isinstance(trainer.profiler, PassThroughProfiler)
+            and not is_overridden("backward", self, pl.LightningModule)
+            and not any(
+                is_overridden(hook, obj, pl.LightningModule if obj is self else pl.Callback)
+                for obj in listeners
+                for hook in PER_UPDATE_HOOKS
+            )
+        )
+        self._params = list(self.q_network.parameters())
+        self._foreach_clip = foreach_clip_supported(self._params)
+        optimizer = cast(LightningOptimizer, self.optimizers()).optimizer
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        # the lean zero_grad below clears exactly the optimizer's parameters
+        self._direct = self._direct and trained == {id(p) for p in self._params}
+
     def training_step(self, dataloader_iter: Iterator) -> None:
         """Fetch the next item *now* -- the collector acts with the current weights -- and learn.
 
@@ -100,17 +175,53 @@ class QLearningModule(pl.LightningModule):
         The stream's end (StopIteration) ends the epoch.
         """
         batch, _, _ = next(dataloader_iter)
-        self.learn(self.trainer.strategy.batch_to_device(batch))
+        if isinstance(batch, TransitionBatch):
+            batch = self.trainer.strategy.batch_to_device(batch)
+        self.learn(batch)
 
-    def learn(self, batch: TransitionBatch) -> None:
-        """K optimizer steps on the K minibatches of ``batch`` (shapes ``(K, B, ...)``)."""
+    def learn(self, batch: TransitionBatch | Iterable[TransitionBatch]) -> None:
+        """K optimizer steps: on the K minibatches of ``batch`` (shapes ``(K, B, ...)``), or on
+        the minibatches an ``InterleavedUpdates`` produces (acting between them)."""
         opt = cast(LightningOptimizer, self.optimizers())
-        if self.lr_end_factor != 1.0:
-            self._anneal_lr(opt.optimizer)  # at the env steps before this batch's burst
-        self.env_steps = batch.env_steps
-        for k in range(batch.actions.shape[0]):
-            minibatch = batch.map(operator.itemgetter(k))
-            loss, q_sa, target = self.compute_loss(minibatch)
+        if self._direct is None:  # learn() called outside trainer.fit
+            self._direct = False
+            self._params = list(self.q_network.parameters())
+            self._foreach_clip = False
+        if isinstance(batch, TransitionBatch):
+            start = time.perf_counter()
+            if self.lr_end_factor != 1.0:
+                self._anneal_lr(opt.optimizer, self.env_steps)  # before this batch's burst
+            self.env_steps = batch.env_steps
+            for k in range(batch.actions.shape[0]):
+                self._update(opt, batch.map(operator.itemgetter(k)))
+            self.learn_time_s += time.perf_counter() - start
+        else:
+            device = self._params[0].device
+            for minibatch in batch:  # acting happens inside the iteration
+                start = time.perf_counter()
+                if device.type != "cpu":
+                    minibatch = minibatch.map(lambda x: x.to(device, non_blocking=True))
+                if self.lr_end_factor != 1.0:
+                    self._anneal_lr(opt.optimizer, self.env_steps)  # env steps before this act
+                self.env_steps = minibatch.env_steps
+                self._update(opt, minibatch)
+                self.learn_time_s += time.perf_counter() - start
+        if self._stats_count + len(self._pending) >= self.log_every_updates:
+            self._log_train_metrics()
+
+    def _update(self, opt: LightningOptimizer, minibatch: TransitionBatch) -> None:
+        """One optimizer step on one minibatch ``(B, ...)``, then the target update."""
+        loss, q_sa, target = self.compute_loss(minibatch)
+        if self._direct:
+            for param in self._params:  # optimizer.zero_grad(set_to_none=True), lean
+                param.grad = None
+            loss.backward()
+            if self.max_grad_norm is not None:
+                clip_grad_norm(self._params, self.max_grad_norm, self._foreach_clip)
+            opt._on_before_step()  # Lightning's optimizer-step counter (trainer.global_step)
+            opt.optimizer.step()
+            opt._on_after_step()
+        else:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.max_grad_norm is not None:
@@ -120,11 +231,11 @@ class QLearningModule(pl.LightningModule):
                     gradient_clip_algorithm="norm",
                 )
             opt.step()
-            self.updates += 1
-            self.target_update(self.q_network, self.target_network, self.updates)
-            self._accumulate(loss, q_sa, target)
-        if self._stats_count >= self.log_every_updates:
-            self._log_train_metrics()
+        self.updates += 1
+        self.target_update(self.q_network, self.target_network, self.updates)
+        self._pending.append((loss.detach(), q_sa.detach(), target))
+        if len(self._pending) >= STATS_FOLD:
+            self._fold_stats()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rl_lightning"] = {
@@ -170,24 +281,41 @@ class QLearningModule(pl.LightningModule):
         q_sa = cast(Any, self.q_network).q_values(batch.obs, batch.actions)
         return self.loss_fn(q_sa, target), q_sa, target
 
-    def _anneal_lr(self, optimizer: torch.optim.Optimizer) -> None:
+    def _anneal_lr(self, optimizer: torch.optim.Optimizer, env_steps: int) -> None:
         """lr = lr_0 * (1 - (1 - lr_end_factor) * env_steps / total_env_steps), set once per
         batch from the env steps collected before the batch's burst (so the first burst learns
-        at lr_0 and the last one not at the end value)."""
-        progress = min(1.0, self.env_steps / max(self.total_env_steps, 1))
+        at lr_0 and the last one not at the end value); interleaved: before every update, from
+        the env steps before its acting."""
+        progress = min(1.0, env_steps / max(self.total_env_steps, 1))
         factor = 1.0 - (1.0 - self.lr_end_factor) * progress
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * factor
 
     # -- logging -----------------------------------------------------------------------------
-    def _accumulate(self, loss: torch.Tensor, q_sa: torch.Tensor, target: torch.Tensor) -> None:
+    def _fold_stats(self) -> None:
+        """Add the pending updates' (loss, mean Q, mean |TD error|) to the running sums."""
+        if not self._pending:
+            return
         with torch.no_grad():
-            stats = torch.stack([loss, q_sa.mean(), (q_sa - target).abs().mean()])
+            losses, qs, targets = zip(*self._pending, strict=True)
+            loss = torch.stack(losses)
+            if len({q.shape for q in qs}) == 1:  # equal minibatch sizes: one reduction each
+                q = torch.stack(qs)
+                q_mean = q.mean(dim=1)
+                td_abs = (q - torch.stack(targets)).abs().mean(dim=1)
+            else:  # online minibatches differ in size
+                q_mean = torch.stack([q.mean() for q in qs])
+                td_abs = torch.stack(
+                    [(q - t).abs().mean() for q, t in zip(qs, targets, strict=True)]
+                )
+            stats = torch.stack([loss.sum(), q_mean.sum(), td_abs.sum()])
             self._stats = stats if self._stats is None else self._stats + stats
-        self._stats_count += 1
+        self._stats_count += len(self._pending)
+        self._pending = []
 
     def _log_train_metrics(self) -> None:
+        self._fold_stats()
         assert self._stats is not None
         loss, q_mean, td_abs = (self._stats / self._stats_count).tolist()  # one host sync
         now = time.perf_counter()

@@ -63,6 +63,9 @@ class PolyakTargetUpdate:
 
 @torch.no_grad()
 def copy_(target: nn.Module, online: nn.Module) -> None:
-    """Copy every parameter and buffer of ``online`` into ``target`` in place."""
-    for t, o in zip(target.state_dict().values(), online.state_dict().values(), strict=True):
+    """Copy every parameter and buffer of ``online`` into ``target`` in place (the tensors
+    themselves, without building state dicts: a copy every few updates stays cheap)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.copy_(o)
+    for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
+        t_buf.copy_(o_buf)

@@ -26,11 +26,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rl_lightning.callbacks import (
+    EmbeddingCallback,
     EnvStepProgressBar,
+    FaultInjectionCallback,
     GreedyEvaluationCallback,
     RolloutMetricsCallback,
 )
@@ -213,6 +216,7 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             learning_starts_env_steps=cfg.buffer.learning_starts_env_steps,
             env_steps_per_update=cfg.env_steps_per_update,
             updates_per_batch=cfg.updates_per_batch,
+            interleaved=cfg.interleaved,
             online=cfg.buffer.kind == "online",
         )
         eval_seed = int(cfg.seed) + int(cfg.eval.seed_offset)
@@ -228,6 +232,22 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
         ]
         if cfg.progress_bar:
             callbacks.append(EnvStepProgressBar(total_env_steps=cfg.total_env_steps))
+        if cfg.embedding.enabled:
+            callbacks.append(
+                EmbeddingCallback(
+                    make_env=functools.partial(make_env, cfg, min(cfg.embedding.episodes, 16)),
+                    path=run_dir / "embedding.png",
+                    episodes=cfg.embedding.episodes,
+                    seed=eval_seed,
+                    max_points=cfg.embedding.max_points,
+                    perplexity=cfg.embedding.perplexity,
+                    title=f"{cfg.env.id}: penultimate layer at the end of training",
+                )
+            )
+        if cfg.fault_injection.fail_at_env_steps is not None:
+            callbacks.append(
+                FaultInjectionCallback(fail_at_env_steps=cfg.fault_injection.fail_at_env_steps)
+            )
         loggers = build_loggers(cfg.logger, run_dir=run_dir, config=config, overrides=overrides)
         trainer = pl.Trainer(
             accelerator=cfg.trainer.accelerator,
@@ -304,6 +324,19 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:  # a clear message, no traceback, exit status 2
         print(f"[rl-train] {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        # one failed job must not end a sweep: its summary.json says "failed" with the error,
+        # the other jobs go on, and rl-report lists it
+        log.error(
+            "[rl-train] job %s failed: %s: %s -> %s/summary.json; the sweep goes on",
+            hydra_cfg.job.num,
+            type(exc).__name__,
+            exc,
+            hydra_cfg.runtime.output_dir,
+        )
+        return None
     print(
         f"[rl-train] {summary['status']}: eval_return_mean={summary['eval_return_mean']:.1f} "
         f"± {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes, "

@@ -124,6 +124,16 @@ def validate_config(cfg: DictConfig) -> None:
                 f"buffer.capacity={capacity}: must be >= env.num_envs * (estimator.n_step + 2) = "
                 f"{num_envs * (n_step + 2)} (each lane must hold one n-step window)"
             )
+    _check(
+        problems,
+        cfg,
+        "fault_injection.fail_at_env_steps",
+        lambda v: v >= 0,
+        "must be >= 0, or null (no injected fault)",
+    )
+    _check(problems, cfg, "embedding.episodes", lambda v: v >= 1, "must be >= 1")
+    _check(problems, cfg, "embedding.max_points", lambda v: v >= 10, "must be >= 10")
+    _check(problems, cfg, "embedding.perplexity", *positive)
     env_id = _get(cfg, "env.id")
     if isinstance(env_id, str):
         problem = env_id_problem(env_id)

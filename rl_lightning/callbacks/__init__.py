@@ -1,6 +1,15 @@
-"""Lightning callbacks: greedy evaluation, rollout metrics, progress."""
+"""Lightning callbacks: greedy evaluation, rollout metrics, progress, embeddings, faults."""
 
+from rl_lightning.callbacks.embedding import EmbeddingCallback
 from rl_lightning.callbacks.evaluation import GreedyEvaluationCallback
+from rl_lightning.callbacks.fault_injection import FaultInjectionCallback, InjectedFault
 from rl_lightning.callbacks.monitor import EnvStepProgressBar, RolloutMetricsCallback
 
-__all__ = ["EnvStepProgressBar", "GreedyEvaluationCallback", "RolloutMetricsCallback"]
+__all__ = [
+    "EmbeddingCallback",
+    "EnvStepProgressBar",
+    "FaultInjectionCallback",
+    "GreedyEvaluationCallback",
+    "InjectedFault",
+    "RolloutMetricsCallback",
+]

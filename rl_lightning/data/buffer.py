@@ -84,6 +84,13 @@ class ReplayBuffer:
         self.terminated = np.zeros((self.rows, num_envs), dtype=bool)
         self.truncated = np.zeros((self.rows, num_envs), dtype=bool)
         self.reset_step = np.zeros((self.rows, num_envs), dtype=bool)
+        # flat views, slot * num_envs + lane: a sample is one 1-D gather per field
+        self._flat_obs = self.obs.reshape(self.capacity, *obs_shape)
+        self._flat_actions = self.actions.reshape(-1)
+        self._flat_rewards = self.rewards.reshape(-1)
+        self._flat_terminated = self.terminated.reshape(-1)
+        self._flat_truncated = self.truncated.reshape(-1)
+        self._flat_reset_step = self.reset_step.reshape(-1)
         self.rows_written = 0  # total rows ever written per lane (not wrapped)
         self.consumed_until = 0  # online use: first row whose window has not been used yet
         self.rng = np.random.default_rng(seed)
@@ -123,7 +130,11 @@ class ReplayBuffer:
         return max(0, newest_start - oldest + 1)
 
     def sample(self, batch_size: int, n_step: int = 1) -> TransitionBatch:
-        """Sample ``batch_size`` n-step transitions uniformly over stored real time steps."""
+        """Sample ``batch_size`` n-step transitions uniformly over stored real time steps.
+
+        One draw over (row, lane) pairs, flat indices into the storage, and a redraw of the
+        few auto-reset rows (about one per episode): no Python loop over the batch.
+        """
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}")
         span = self.num_sampleable_rows(n_step)
@@ -132,19 +143,26 @@ class ReplayBuffer:
                 f"the buffer holds {self.rows_written} rows per lane, fewer than the "
                 f"{n_step + 1} an n_step={n_step} window needs; collect more steps first"
             )
-        oldest = max(0, self.rows_written - self.rows)
-        starts = np.empty(batch_size, dtype=np.int64)
-        lanes = np.empty(batch_size, dtype=np.int64)
-        todo = np.arange(batch_size)
-        for _ in range(100):  # rejection of auto-reset rows (about 1 in an episode length)
-            starts[todo] = oldest + self.rng.integers(span, size=todo.size)
-            lanes[todo] = self.rng.integers(self.num_envs, size=todo.size)
-            todo = todo[self.reset_step[starts[todo] % self.rows, lanes[todo]]]
-            if todo.size == 0:
+        # flat slot of (row oldest + i, lane l) is ((oldest + i) % rows) * num_envs + l, i.e.
+        # (oldest * num_envs + j) % capacity for j = i * num_envs + l uniform in [0, span * N)
+        base = max(0, self.rows_written - self.rows) * self.num_envs
+        high = base + span * self.num_envs
+        # draw a few more than needed and keep the first real ones (i.i.d. uniform over the
+        # real steps); auto-reset rows are about one in an episode length
+        extra = batch_size // 8 + 8
+        flat = np.empty(0, dtype=np.int64)
+        for _ in range(100):
+            draw = self.rng.integers(base, high, size=batch_size - flat.size + extra)
+            np.remainder(draw, self.capacity, out=draw)
+            draw = draw[~self._flat_reset_step.take(draw)]
+            flat = draw if flat.size == 0 else np.concatenate([flat, draw])
+            if flat.size >= batch_size:
                 break
+            extra *= 2
         else:
             raise RuntimeError("could not sample real transitions: the buffer holds only resets")
-        return self._gather(starts, lanes, n_step)
+        flat = flat[:batch_size]
+        return self._gather_flat(flat, n_step)
 
     def skip_to_newest(self, n_step: int = 1) -> None:
         """Online use: mark everything stored so far as used (e.g. warm-up data)."""
@@ -178,21 +196,44 @@ class ReplayBuffer:
 
     def _gather(self, starts: np.ndarray, lanes: np.ndarray, n_step: int) -> TransitionBatch:
         """Build the n-step windows starting at rows ``starts`` (not wrapped) of ``lanes``."""
-        window = (starts[:, None] + np.arange(n_step)) % self.rows  # (B, n)
-        lane_col = lanes[:, None]
-        ended = self.terminated[window, lane_col] | self.truncated[window, lane_col]
+        return self._gather_flat((starts % self.rows) * self.num_envs + lanes, n_step)
+
+    def _gather_flat(self, flat: np.ndarray, n_step: int) -> TransitionBatch:
+        """The n-step windows starting at flat slots ``flat`` (``slot * num_envs + lane``).
+
+        Row ``t + j`` of the same lane is slot ``flat + j * num_envs`` (mod capacity). A window
+        stops after the first step that terminated or truncated its episode.
+        """
+        stride, capacity = self.num_envs, self.capacity
+        obs = self._flat_obs.take(flat, axis=0)
+        actions = self._flat_actions.take(flat)
+        if n_step == 1:  # the common case: one row, never cut short
+            boot = flat + stride
+            np.remainder(boot, capacity, out=boot)
+            return TransitionBatch(
+                obs=obs,
+                actions=actions,
+                rewards=self._flat_rewards.take(flat)[:, None],
+                n_steps=np.ones(flat.shape[0], dtype=np.int64),
+                terminated=self._flat_terminated.take(flat).astype(np.float32),
+                next_obs=self._flat_obs.take(boot, axis=0),
+                next_actions=self._flat_actions.take(boot),
+            )
+        window = (flat[:, None] + stride * np.arange(n_step)) % capacity  # (B, n)
+        term: np.ndarray = self._flat_terminated.take(window)
+        ended: np.ndarray = term | self._flat_truncated.take(window)
         ends_before = np.cumsum(ended, axis=1) - ended  # episode ends strictly before step j
         inside = ends_before == 0  # step j belongs to the episode of row t
-        rewards = np.where(inside, self.rewards[window, lane_col], 0.0).astype(np.float32)
+        rewards = np.where(inside, self._flat_rewards.take(window), np.float32(0.0))
         n_steps = inside.sum(axis=1)
-        terminated = (self.terminated[window, lane_col] & inside).any(axis=1)
-        boot_rows = (starts + n_steps) % self.rows
+        terminated = (term & inside).any(axis=1)
+        boot = (flat + stride * n_steps) % capacity
         return TransitionBatch(
-            obs=self.obs[starts % self.rows, lanes],
-            actions=self.actions[starts % self.rows, lanes],
-            rewards=rewards,
-            n_steps=n_steps.astype(np.int64),
+            obs=obs,
+            actions=actions,
+            rewards=rewards.astype(np.float32, copy=False),
+            n_steps=n_steps.astype(np.int64, copy=False),
             terminated=terminated.astype(np.float32),
-            next_obs=self.obs[boot_rows, lanes],
-            next_actions=self.actions[boot_rows, lanes],
+            next_obs=self._flat_obs.take(boot, axis=0),
+            next_actions=self._flat_actions.take(boot),
         )

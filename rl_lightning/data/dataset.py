@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,6 +29,13 @@ class ReplayDataset(IterableDataset):
     burst is collected with the weights of the latest update (no prefetch lag).
 
     Batches are ``TransitionBatch`` of tensors shaped ``(K, B, ...)``, K = updates_per_batch.
+
+    With ``interleaved=True`` (replay only) an item is an ``InterleavedUpdates``: up to K
+    minibatches produced lazily, each after collecting ``env_steps_per_update`` env steps, so
+    acting and learning alternate exactly as in CleanRL's loop (act E steps, one update, act E
+    steps, ...) while Lightning's per-``training_step`` cost is still paid once per K updates.
+    The stream makes one update per E env steps after the warm-up, the last one when the budget
+    is reached (the burst schedule always makes K per item, also after a partial last burst).
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class ReplayDataset(IterableDataset):
         env_steps_per_update: float,
         updates_per_batch: int,
         online: bool = False,
+        interleaved: bool = False,
     ) -> None:
         super().__init__()
         if env_steps_per_update <= 0:
@@ -55,7 +64,9 @@ class ReplayDataset(IterableDataset):
         self.env_steps_per_update = env_steps_per_update
         self.updates_per_batch = 1 if online else updates_per_batch
         self.online = online
+        self.interleaved = interleaved and not online
         self._collect_target = 0.0  # env steps the collector should have reached
+        self.sample_time_s = 0.0  # wall time spent sampling minibatches (perf)
 
     def _collect_until(self, env_steps: float) -> None:
         target = min(env_steps, self.total_env_steps)
@@ -63,7 +74,7 @@ class ReplayDataset(IterableDataset):
             missing = target - self.collector.env_steps
             self.collector.collect(max(1, math.ceil(missing / self.collector.num_envs)))
 
-    def __iter__(self) -> Iterator[TransitionBatch]:
+    def __iter__(self) -> Iterator[TransitionBatch | InterleavedUpdates]:
         if self._collect_target == 0.0:
             # warm-up: enough real steps for learning to start and for one n-step window per lane
             self._collect_target = float(self.learning_starts_env_steps)
@@ -74,12 +85,40 @@ class ReplayDataset(IterableDataset):
             else:
                 while self.buffer.num_sampleable_rows(self.n_step) < 1:
                     self.collector.collect(1)
+        if self.interleaved:
+            while self._collect_target < self.total_env_steps:
+                yield InterleavedUpdates(self, self.updates_per_batch)
+            return
         while self.collector.env_steps < self.total_env_steps:
             self._collect_target += self.updates_per_batch * self.env_steps_per_update
             self._collect_until(self._collect_target)
             yield self._sample()
 
+    def next_minibatch(self) -> TransitionBatch | None:
+        """Interleaved schedule: collect ``env_steps_per_update`` env steps, then sample one
+        minibatch ``(B, ...)`` of tensors; None once the budget is spent. One update per
+        ``env_steps_per_update`` env steps after the warm-up: ``ceil((total_env_steps -
+        learning_starts_env_steps) / env_steps_per_update)`` updates in all."""
+        if self._collect_target >= self.total_env_steps:
+            return None
+        self._collect_target += self.env_steps_per_update
+        if self.collector.env_steps < self._collect_target:  # else a vector step ran ahead
+            self._collect_until(self._collect_target)
+        start = time.perf_counter()
+        flat = self.buffer.sample(self.batch_size, self.n_step)
+        batch = TransitionBatch._make(
+            [*(torch.from_numpy(x) for x in flat[:-1]), self.collector.env_steps]
+        )
+        self.sample_time_s += time.perf_counter() - start
+        return batch
+
     def _sample(self) -> TransitionBatch:
+        start = time.perf_counter()
+        batch = self._sample_now()
+        self.sample_time_s += time.perf_counter() - start
+        return batch
+
+    def _sample_now(self) -> TransitionBatch:
         if self.online:
             new = self.buffer.take_new(self.n_step)
             while new is None:  # only auto-reset rows came in: act on
@@ -93,3 +132,22 @@ class ReplayDataset(IterableDataset):
             lambda x: torch.from_numpy(np.ascontiguousarray(x)).reshape(k, b, *x.shape[1:])
         )
         return batch._replace(env_steps=self.collector.env_steps)
+
+
+class InterleavedUpdates:
+    """Up to K minibatches made lazily by ``ReplayDataset.next_minibatch``: iterating it acts
+    ``env_steps_per_update`` env steps before each minibatch, with the weights of the update
+    just made. Iterate it once. (A plain class: Lightning and the DataLoader pass it through
+    unchanged, where a NamedTuple or dataclass would be converted or moved field by field.)
+    """
+
+    def __init__(self, dataset: ReplayDataset, num_updates: int) -> None:
+        self.dataset = dataset
+        self.num_updates = num_updates
+
+    def __iter__(self) -> Iterator[TransitionBatch]:
+        for _ in range(self.num_updates):
+            minibatch = self.dataset.next_minibatch()
+            if minibatch is None:  # the budget is spent
+                return
+            yield minibatch

@@ -75,6 +75,16 @@ class MLPEncoder(nn.Sequential):
         super().__init__(*layers)
         self.out_features = width
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """The layers in order; the leading Flatten is skipped for an already flat batch
+        ``(B, F)``, where it is the identity (one module call and one op less per pass)."""
+        layers = iter(self._modules.values())
+        if input.dim() == 2:
+            next(layers)  # layer 0 is the Flatten
+        for layer in layers:
+            input = layer(input)
+        return input
+
 
 class DuelingHead(nn.Module):
     """Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (Wang et al., 2016)."""
@@ -109,7 +119,9 @@ class QNetwork(nn.Module):
 
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q(s_b, a_b) for each pair: (B, *obs_shape), (B,) -> (B,)."""
-        return self(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        if actions.dtype != torch.int64:
+            actions = actions.long()
+        return self(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
 
 
 class MLPQNetwork(QNetwork):

@@ -93,17 +93,27 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
     raw = OmegaConf.load(path)
     checked = 0
     for key, value in leaves(raw):
-        if key.split(".")[0] == "defaults" or (isinstance(value, str) and "${" in value):
+        # compose() drops the `hydra` node (sweep settings of the ablation presets)
+        if key.split(".")[0] in ("defaults", "hydra") or (isinstance(value, str) and "${" in value):
             continue
         assert OmegaConf.select(root, key) == value, f"{group}={option}: {key}"
         checked += 1
     assert checked > 0 or group == "loss"  # mse.yaml only names its class
-    # a preset's `override /G: O` entries select those options (where it sets no value itself)
+    # a preset's `override /G: O` entries select those options (where it sets no value itself);
+    # a `/G: O` entry of a `_global_` option (conf/ablation/) sets that option's keys at the root
+    own_keys = {k for k, _ in leaves(raw)}
     for entry in raw.get("defaults", []):
         for key, chosen in entry.items():
             other = key.split()[-1].strip("/")
+            option_path = CONF / other / f"{chosen}.yaml"
+            if package_of(option_path) == "_global_":
+                for sub, value in leaves(OmegaConf.load(option_path)):
+                    if sub.split(".")[0] != "defaults" and sub not in own_keys:
+                        assert OmegaConf.select(cfg, sub) == value, f"{key}: {sub}"
+                        checked += 1
+                continue
             own = {k for k, _ in leaves(raw[other])} if other in raw else set()
-            for sub, value in leaves(OmegaConf.load(CONF / other / f"{chosen}.yaml")):
+            for sub, value in leaves(OmegaConf.load(option_path)):
                 if sub not in own:
                     assert OmegaConf.select(cfg[other], sub) == value, f"{key}: {sub}"
                     checked += 1
@@ -175,7 +185,10 @@ def check_summary(run_dir: Path, summary: dict, cfg: DictConfig, overrides: list
     # warm-up to learning_starts, then bursts of K * E env steps, each followed by K updates
     k, e = cfg.updates_per_batch, cfg.env_steps_per_update
     bursts = math.ceil((total - cfg.buffer.learning_starts_env_steps) / (k * e))
-    assert summary["updates"] == k * bursts
+    if cfg.interleaved:  # one update after every E env steps
+        assert summary["updates"] == math.ceil((total - cfg.buffer.learning_starts_env_steps) / e)
+    else:
+        assert summary["updates"] == k * bursts
     assert summary["eval_episodes"] == cfg.eval.final_episodes
     assert len(summary["eval_returns"]) == cfg.eval.final_episodes
     assert summary["seed"] == cfg.seed

@@ -18,7 +18,7 @@ from rl_lightning.train import CONFIG_DIR
 
 CONF = Path(CONFIG_DIR)
 ALL_YAML = sorted(p.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml"))
-LOOSE_GROUPS = ("experiment", "debug")  # presets: a `# @package` line may come first
+LOOSE_GROUPS = ("experiment", "debug", "ablation")  # presets: a `# @package` line may come first
 DOCUMENTED_GROUPS = ("arch", "estimator", "exploration", "buffer", "target", "loss", "optim")
 OPTION_FILES = [f for f in ALL_YAML if f.split("/")[0] in DOCUMENTED_GROUPS]
 
