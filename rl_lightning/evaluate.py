@@ -98,5 +98,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def cli() -> None:
+    """Console-script entry point: ``main`` returns a value for Python callers; a console script
+    must not (``sys.exit(value)`` would print it and exit with status 1)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

@@ -594,7 +594,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     bare = res.get("bare")
     if bare is not None:
         names, vals = (
-            ["bare\nfused Adam", "bare\ndefault Adam"],
+            ["bare\nfused", "bare\ndefault"],
             [
                 bare["us_per_update"],
                 bare["default_adam_us_per_update"],

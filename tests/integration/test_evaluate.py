@@ -55,3 +55,18 @@ def test_other_seed_and_output_file(trained_run, tmp_path) -> None:
     )
     assert result["seed"] == 7 and len(result["returns"]) == 3
     assert json.loads(out.read_text())["returns"] == result["returns"]
+
+
+def test_console_script_exits_0_and_prints_one_json_line(trained_run) -> None:
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = shutil.which("rl-eval") or str(Path(sys.executable).parent / "rl-eval")
+    proc = subprocess.run(
+        [script, str(trained_run), "--episodes", "2"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["episodes"] == 2
