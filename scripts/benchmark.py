@@ -493,12 +493,15 @@ def markdown(report: dict[str, Any]) -> str:
     ablation = report["results"].get("ablation")
     if ablation:
         envs = report["settings"]["envs"]
-        head = " | ".join(f"{n} env{'s' if n > 1 else ''}: env-steps/s (vs all)" for n in envs)
+        head = " | ".join(
+            f"{n} env{'s' if n > 1 else ''}: env-steps/s (vs all) | return" for n in envs
+        )
         out += [
-            "**Ablation: each optimisation switched off alone** (first seed)",
+            "**Ablation: each optimisation switched off alone** (first seed; the return is one "
+            "seed's final greedy return, a noisy figure)",
             "",
             f"| change | {head} |",
-            "| --- |" + " ---: |" * len(envs),
+            "| --- |" + " ---: | ---: |" * len(envs),
         ]
         base = ablation[0]
         for row in ablation:
@@ -506,6 +509,7 @@ def markdown(report: dict[str, Any]) -> str:
             for n in envs:
                 v = row[f"env_steps_per_s_{n}"]
                 cells.append(f"{v:,.0f} ({v / base[f'env_steps_per_s_{n}']:.2f}x)")
+                cells.append(f"{row[f'eval_return_{n}']:.0f}")
             out.append(f"| {row['change']} | " + " | ".join(cells) + " |")
         out.append("")
     bare = report["results"].get("bare")

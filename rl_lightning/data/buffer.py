@@ -132,8 +132,10 @@ class ReplayBuffer:
     def sample(self, batch_size: int, n_step: int = 1) -> TransitionBatch:
         """Sample ``batch_size`` n-step transitions uniformly over stored real time steps.
 
-        One draw over (row, lane) pairs, flat indices into the storage, and a redraw of the
-        few auto-reset rows (about one per episode): no Python loop over the batch.
+        A start row and a lane per transition, redrawing the few auto-reset rows (about one per
+        episode), then one 1-D gather per field through flat indices: no Python loop over the
+        batch. The random draws are always the same for a seed (start rows, then lanes, then
+        the same for the redrawn ones), so fixed-seed runs reproduce exactly across versions.
         """
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}")
@@ -143,25 +145,20 @@ class ReplayBuffer:
                 f"the buffer holds {self.rows_written} rows per lane, fewer than the "
                 f"{n_step + 1} an n_step={n_step} window needs; collect more steps first"
             )
-        # flat slot of (row oldest + i, lane l) is ((oldest + i) % rows) * num_envs + l, i.e.
-        # (oldest * num_envs + j) % capacity for j = i * num_envs + l uniform in [0, span * N)
-        base = max(0, self.rows_written - self.rows) * self.num_envs
-        high = base + span * self.num_envs
-        # draw a few more than needed and keep the first real ones (i.i.d. uniform over the
-        # real steps); auto-reset rows are about one in an episode length
-        extra = batch_size // 8 + 8
-        flat = np.empty(0, dtype=np.int64)
-        for _ in range(100):
-            draw = self.rng.integers(base, high, size=batch_size - flat.size + extra)
-            np.remainder(draw, self.capacity, out=draw)
-            draw = draw[~self._flat_reset_step.take(draw)]
-            flat = draw if flat.size == 0 else np.concatenate([flat, draw])
-            if flat.size >= batch_size:
+        oldest = max(0, self.rows_written - self.rows)
+        rows, lanes = self.rows, self.num_envs
+        starts = self.rng.integers(span, size=batch_size)
+        starts += oldest
+        flat = (starts % rows) * lanes + self.rng.integers(lanes, size=batch_size)
+        todo = np.flatnonzero(self._flat_reset_step.take(flat))
+        for _ in range(100):  # rejection of auto-reset rows (about 1 in an episode length)
+            if todo.size == 0:
                 break
-            extra *= 2
+            again = oldest + self.rng.integers(span, size=todo.size)
+            flat[todo] = (again % rows) * lanes + self.rng.integers(lanes, size=todo.size)
+            todo = todo[self._flat_reset_step.take(flat[todo])]
         else:
             raise RuntimeError("could not sample real transitions: the buffer holds only resets")
-        flat = flat[:batch_size]
         return self._gather_flat(flat, n_step)
 
     def skip_to_newest(self, n_step: int = 1) -> None:
