@@ -197,15 +197,20 @@ class QLearningModule(pl.LightningModule):
             self.learn_time_s += time.perf_counter() - start
         else:
             device = self._params[0].device
-            for minibatch in batch:  # acting happens inside the iteration
-                start = time.perf_counter()
-                if device.type != "cpu":
-                    minibatch = minibatch.map(lambda x: x.to(device, non_blocking=True))
-                if self.lr_end_factor != 1.0:
-                    self._anneal_lr(opt.optimizer, self.env_steps)  # env steps before this act
-                self.env_steps = minibatch.env_steps
-                self._update(opt, minibatch)
-                self.learn_time_s += time.perf_counter() - start
+            on_cpu, anneal = device.type == "cpu", self.lr_end_factor != 1.0
+            learn_time = 0.0
+            try:
+                for minibatch in batch:  # acting happens inside the iteration
+                    start = time.perf_counter()
+                    if not on_cpu:
+                        minibatch = minibatch.map(lambda x: x.to(device, non_blocking=True))
+                    if anneal:
+                        self._anneal_lr(opt.optimizer, self.env_steps)  # before this acting
+                    self.env_steps = minibatch.env_steps
+                    self._update(opt, minibatch)
+                    learn_time += time.perf_counter() - start
+            finally:
+                self.learn_time_s += learn_time
         if self._stats_count + len(self._pending) >= self.log_every_updates:
             self._log_train_metrics()
 

@@ -497,7 +497,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{n} env{'s' if n > 1 else ''}: env-steps/s (vs all) | return" for n in envs
         )
         out += [
-            "**Ablation: each optimisation switched off alone** (first seed; the return is one "
+            "**Ablation: each optimisation switched off alone** (first seed, mean speed of "
+            f"{report['settings'].get('ablation_repeats', 1)} run(s) each; the return is that "
             "seed's final greedy return, a noisy figure)",
             "",
             f"| change | {head} |",
@@ -644,6 +645,12 @@ def main() -> None:
         action="store_true",
         help="also run each hot-loop optimisation switched off (1 and 16 envs, first seed)",
     )
+    parser.add_argument(
+        "--ablation-repeats",
+        type=int,
+        default=1,
+        help="runs per ablation row (the same work each time; the table shows the mean speed)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default outputs/benchmark/<time>")
     args = parser.parse_args()
 
@@ -737,10 +744,14 @@ def main() -> None:
                     "ablate": [x[1:] for x in switches if x.startswith("@")],
                     "extra_overrides": [x for x in switches if not x.startswith("@")],
                 }
-                run = run_worker(spec, log)
-                row[f"env_steps_per_s_{num_envs}"] = run["env_steps_per_s"]
-                row[f"eval_return_{num_envs}"] = run["eval_return_mean"]
-                row[f"learner_us_{num_envs}"] = run["learner_us_per_update"]
+                runs = [run_worker(spec, log) for _ in range(max(1, args.ablation_repeats))]
+                speeds = [run["env_steps_per_s"] for run in runs]
+                row[f"env_steps_per_s_{num_envs}"] = statistics.fmean(speeds)
+                row[f"env_steps_per_s_{num_envs}_runs"] = speeds
+                row[f"eval_return_{num_envs}"] = runs[0]["eval_return_mean"]
+                row[f"learner_us_{num_envs}"] = statistics.fmean(
+                    run["learner_us_per_update"] for run in runs
+                )
             ablation.append(row)
         results["ablation"] = ablation
 
@@ -767,6 +778,7 @@ def main() -> None:
             "envs": args.envs,
             "curve": args.curve,
             "ablation": args.ablation,
+            "ablation_repeats": args.ablation_repeats,
         },
         "results": results,
         "runs": raw,

@@ -146,20 +146,31 @@ class ReplayBuffer:
                 f"{n_step + 1} an n_step={n_step} window needs; collect more steps first"
             )
         oldest = max(0, self.rows_written - self.rows)
-        rows, lanes = self.rows, self.num_envs
-        starts = self.rng.integers(span, size=batch_size)
-        starts += oldest
-        flat = (starts % rows) * lanes + self.rng.integers(lanes, size=batch_size)
-        todo = np.flatnonzero(self._flat_reset_step.take(flat))
+        flat = self._draw_slots(oldest, span, batch_size)
+        reset = self._flat_reset_step
+        todo = np.flatnonzero(reset.take(flat))
         for _ in range(100):  # rejection of auto-reset rows (about 1 in an episode length)
             if todo.size == 0:
                 break
-            again = oldest + self.rng.integers(span, size=todo.size)
-            flat[todo] = (again % rows) * lanes + self.rng.integers(lanes, size=todo.size)
-            todo = todo[self._flat_reset_step.take(flat[todo])]
+            again = self._draw_slots(oldest, span, todo.size)
+            flat[todo] = again
+            todo = todo[reset.take(again)]
         else:
             raise RuntimeError("could not sample real transitions: the buffer holds only resets")
         return self._gather_flat(flat, n_step)
+
+    def _draw_slots(self, oldest: int, span: int, size: int) -> np.ndarray:
+        """``size`` uniform (start row, lane) pairs as flat slots ``(row % rows) * N + lane``:
+        start rows ``oldest + integers(span)``, then lanes ``integers(N)``. (With one lane the
+        lane draw is skipped: ``integers(1)`` consumes no random bits, so the stream is the same.)
+        """
+        slots = self.rng.integers(span, size=size)
+        slots += oldest
+        np.remainder(slots, self.rows, out=slots)
+        if self.num_envs > 1:
+            slots *= self.num_envs
+            slots += self.rng.integers(self.num_envs, size=size)
+        return slots
 
     def skip_to_newest(self, n_step: int = 1) -> None:
         """Online use: mark everything stored so far as used (e.g. warm-up data)."""

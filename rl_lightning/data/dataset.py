@@ -106,9 +106,7 @@ class ReplayDataset(IterableDataset):
             self._collect_until(self._collect_target)
         start = time.perf_counter()
         flat = self.buffer.sample(self.batch_size, self.n_step)
-        batch = TransitionBatch._make(
-            [*(torch.from_numpy(x) for x in flat[:-1]), self.collector.env_steps]
-        )
+        batch = TransitionBatch._make([*map(torch.from_numpy, flat[:-1]), self.collector.env_steps])
         self.sample_time_s += time.perf_counter() - start
         return batch
 
