@@ -74,6 +74,13 @@ class FaultInjectionConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_env_steps: Optional[int] = 10_000  # period in env steps (0 or None: end and signals only)
+    keep_last: int = 2  # periodic checkpoints kept (last.ckpt, written at the end, apart)
+    save_buffer: Optional[bool] = None  # None: when the buffer is < 1 GiB (needed for exact resume)
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     total_env_steps: int = 100_000
@@ -95,6 +102,8 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     fault_injection: FaultInjectionConfig = field(default_factory=FaultInjectionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: Optional[str] = None  # a run dir, a checkpoint file, or "auto" (None: SLURM auto)
     arch: Any = None
     estimator: Any = None
     exploration: Any = None

@@ -253,6 +253,13 @@ class Actor:
             NumpyMLP.build(q_network) if numpy_acting and not self._mode_sensitive else None
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The exploration generator's state (the schedule is a function of the env step)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def __call__(self, obs: np.ndarray, env_step: int) -> np.ndarray:
         """obs: (N, *obs_shape) -> (N,) actions."""
         return self.exploration.act(

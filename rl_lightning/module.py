@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,26 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 PER_UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 #: pending per-update statistics are folded into running sums every this many updates
 STATS_FOLD = 256
+#: "no non-finite update seen" in the device-side record of the first one
+_NO_UPDATE = torch.iinfo(torch.int64).max
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, Q(s, a) or TD target became non-finite (NaN or infinite).
+
+    Attributes:
+        update: the first update (1-based optimizer-step count) with a non-finite value.
+        env_steps: the env step of the training step that made that update.
+    """
+
+    def __init__(self, update: int, env_steps: int, detected_at_update: int) -> None:
+        super().__init__(
+            f"non-finite loss or Q-value at update {update} (env step {env_steps}; detected at "
+            f"update {detected_at_update})"
+        )
+        self.update = update
+        self.env_steps = env_steps
+        self.detected_at_update = detected_at_update
 
 
 def foreach_clip_supported(params: list[nn.Parameter]) -> bool:
@@ -130,6 +151,11 @@ class QLearningModule(pl.LightningModule):
         # per-update (loss, Q(s, a), target), detached, not yet folded into _stats: no
         # arithmetic per update, one vectorised reduction every STATS_FOLD updates
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # divergence watch without per-update host syncs: the first update whose loss, mean Q
+        # or mean |TD error| is non-finite, found on the device at each fold; (updates, env
+        # steps) after each training step since the last check, to name that update's env step
+        self._first_nonfinite: torch.Tensor | None = None
+        self._steps_since_check: list[tuple[int, int]] = []
         self._last_log = (time.perf_counter(), 0)
         self._direct: bool | None = None  # take the direct update path (decided at train start)
         self._params: list[nn.Parameter] = []
@@ -162,6 +188,10 @@ class QLearningModule(pl.LightningModule):
         )
         self._params = list(self.q_network.parameters())
         self._foreach_clip = foreach_clip_supported(self._params)
+        # statistics restored from a checkpoint come back on the CPU
+        self._pending = [tuple(x.to(self.device) for x in p) for p in self._pending]  # type: ignore[misc]
+        if self._stats is not None:
+            self._stats = self._stats.to(self.device)
         optimizer = cast(LightningOptimizer, self.optimizers()).optimizer
         trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
         # the lean zero_grad below clears exactly the optimizer's parameters
@@ -211,6 +241,7 @@ class QLearningModule(pl.LightningModule):
                     learn_time += time.perf_counter() - start
             finally:
                 self.learn_time_s += learn_time
+        self._steps_since_check.append((self.updates, self.env_steps))
         if self._stats_count + len(self._pending) >= self.log_every_updates:
             self._log_train_metrics()
 
@@ -243,16 +274,58 @@ class QLearningModule(pl.LightningModule):
             self._fold_stats()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Counters and the statistics not yet logged, exactly as they are (folding them now
+        would change the order of the sums and so the logged means)."""
         checkpoint["rl_lightning"] = {
             "config": self.config,
             "updates": self.updates,
             "env_steps": self.env_steps,
+            "stats": self._stats,
+            "stats_count": self._stats_count,
+            "pending": list(self._pending),
+            "first_nonfinite": self._first_nonfinite,
+            "steps_since_check": list(self._steps_since_check),
+            "learn_time_s": self.learn_time_s,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rl_lightning", {})
         self.updates = int(state.get("updates", 0))
         self.env_steps = int(state.get("env_steps", 0))
+        self._stats = state.get("stats")
+        self._stats_count = int(state.get("stats_count", 0))
+        self._pending = [tuple(p) for p in state.get("pending", [])]  # type: ignore[misc]
+        self._first_nonfinite = state.get("first_nonfinite")
+        self._steps_since_check = [tuple(s) for s in state.get("steps_since_check", [])]  # type: ignore[misc]
+        self.learn_time_s = float(state.get("learn_time_s", 0.0))
+
+    # -- divergence --------------------------------------------------------------------------
+    def check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` if an update since the last check had a non-finite loss,
+        Q(s, a) or TD target, or a parameter is non-finite: one host sync (called before every
+        checkpoint, so that none holds diverged weights, and when training ends). The pending
+        statistics are checked where they are, not folded: folding early would change the
+        order of the sums, and so the logged means, with the checkpoint schedule."""
+        checks = [torch.isfinite(p).all() for p in self.q_network.parameters()]
+        checks += [torch.isfinite(x).all() for entry in self._pending for x in entry]
+        if self._stats is not None:
+            checks.append(torch.isfinite(self._stats).all())
+        if not bool(torch.stack(checks).all()):
+            self._raise_diverged()
+        self._first_nonfinite, self._steps_since_check = None, []
+
+    def _raise_diverged(self) -> None:
+        """The first non-finite update: from the folds' device-side record, else among the
+        pending ones, else (only the parameters went non-finite) the latest."""
+        first = self.updates if self._first_nonfinite is None else int(self._first_nonfinite)
+        base = self.updates - len(self._pending) + 1
+        for number, entry in enumerate(self._pending, start=base):
+            if number < first and not all(bool(torch.isfinite(x).all()) for x in entry):
+                first = number
+                break
+        first = min(first, self.updates)
+        env_steps = next((e for u, e in self._steps_since_check if u >= first), self.env_steps)
+        raise TrainingDiverged(first, env_steps, self.updates)
 
     # -- the maths ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -316,6 +389,14 @@ class QLearningModule(pl.LightningModule):
                 )
             stats = torch.stack([loss.sum(), q_mean.sum(), td_abs.sum()])
             self._stats = stats if self._stats is None else self._stats + stats
+            # the first non-finite update of this fold, on the device (no host sync)
+            finite = torch.isfinite(loss) & torch.isfinite(q_mean) & torch.isfinite(td_abs)
+            numbers = torch.arange(1, len(losses) + 1, device=loss.device)
+            numbers += self.updates - len(losses)
+            first = torch.where(finite, _NO_UPDATE, numbers).min()
+            self._first_nonfinite = (
+                first if self._first_nonfinite is None else self._first_nonfinite.minimum(first)
+            )
         self._stats_count += len(self._pending)
         self._pending = []
 
@@ -336,3 +417,6 @@ class QLearningModule(pl.LightningModule):
         self._stats, self._stats_count = None, 0
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.env_steps)
+        if not all(map(math.isfinite, (loss, q_mean, td_abs))):
+            self._raise_diverged()  # after logging: the curve shows where it went
+        self._first_nonfinite, self._steps_since_check = None, []

@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -37,6 +38,20 @@ from rl_lightning.callbacks import (
     GreedyEvaluationCallback,
     RolloutMetricsCallback,
 )
+from rl_lightning.checkpointing import (
+    CHECKPOINT_DIR,
+    LAST_NAME,
+    CheckpointError,
+    RunCheckpointCallback,
+    StopSignals,
+    TrainingInterrupted,
+    buffer_checkpoint_choice,
+    checkpoints_newest_first,
+    continue_csv_log,
+    find_resume_point,
+    resumed_config,
+    slurm_requeue,
+)
 from rl_lightning.config import register_schemas
 from rl_lightning.data import ReplayDataModule
 from rl_lightning.envs import make_env_from_config
@@ -44,14 +59,14 @@ from rl_lightning.estimators import Estimator
 from rl_lightning.evaluation import evaluate_greedy
 from rl_lightning.exploration import Actor
 from rl_lightning.loggers import build_loggers, finish_wandb
-from rl_lightning.module import QLearningModule
+from rl_lightning.module import QLearningModule, TrainingDiverged
 from rl_lightning.summary import write_summary
-from rl_lightning.validation import ConfigError, validate_config
+from rl_lightning.validation import ConfigError, check_output_dir, validate_config
 
 log = logging.getLogger("rl_lightning")
 
 CONFIG_DIR = str(resources.files("rl_lightning.conf"))
-CHECKPOINT_NAME = "checkpoints/last.ckpt"
+CHECKPOINT_NAME = f"{CHECKPOINT_DIR}/{LAST_NAME}"
 
 register_schemas()
 
@@ -151,12 +166,22 @@ def quiet_lightning() -> None:
     # training_step(dataloader_iter) is deliberate (see QLearningModule.training_step)
     warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument")
     warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
+    # resuming re-creates the CSV writer on purpose (see checkpointing.continue_csv_log)
+    warnings.filterwarnings(
+        "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
 
 
 def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """Train one agent; always writes ``run_dir/summary.json``; returns the summary."""
+    """Train one agent; always writes ``run_dir/summary.json``; returns the summary.
+
+    With ``resume`` set (see ``checkpointing.find_resume_point``) the run continues from a
+    checkpoint, in that checkpoint's run dir, with the config stored in it. SIGTERM / SIGINT
+    stop it after the current training step with a checkpoint (``TrainingInterrupted``); a
+    non-finite loss or Q-value stops it without one (``TrainingDiverged``).
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(run_dir)  # creates it; ConfigError (exit status 2) if it cannot be written
     start = time.perf_counter()
     summary: dict[str, Any] = {
         "status": "failed",
@@ -173,8 +198,25 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
     env = None
     module = None
     datamodule = None
+    checkpointer: RunCheckpointCallback | None = None
+    stop = StopSignals()
     try:
         validate_config(cfg)
+        point = find_resume_point(cfg.resume, run_dir)
+        if point is not None:
+            cfg = resumed_config(cfg, overrides, point)
+            validate_config(cfg)
+            run_dir, overrides = point.run_dir, list(point.state["overrides"])
+            summary.update(
+                overrides=overrides, resumed_from=str(point.checkpoint), run_dir=str(run_dir)
+            )
+            log.warning(
+                "resuming from %s at env step %d in %s",
+                point.checkpoint,
+                point.state["env_steps"],
+                run_dir,
+            )
+        stop.install()
         quiet_lightning()
         torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
@@ -219,6 +261,19 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             interleaved=cfg.interleaved,
             online=cfg.buffer.kind == "online",
         )
+        datamodule.save_buffer = buffer_checkpoint_choice(
+            cfg.checkpoint.save_buffer,
+            online=cfg.buffer.kind == "online",
+            nbytes=datamodule.buffer.nbytes,
+        )
+        log.info(
+            "checkpoints: every %s env steps, newest %d kept, in %s; replay buffer (%.1f MB) %s",
+            cfg.checkpoint.every_env_steps or "(never: at the end and on signals only)",
+            cfg.checkpoint.keep_last,
+            run_dir / CHECKPOINT_DIR,
+            datamodule.buffer.nbytes / 1e6,
+            "included" if datamodule.save_buffer else "not included: a resume refills it",
+        )
         eval_seed = int(cfg.seed) + int(cfg.eval.seed_offset)
         evaluator = GreedyEvaluationCallback(
             make_env=functools.partial(make_env, cfg, cfg.eval.episodes),
@@ -244,11 +299,30 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
                     title=f"{cfg.env.id}: penultimate layer at the end of training",
                 )
             )
+        checkpointer = RunCheckpointCallback(
+            directory=run_dir / CHECKPOINT_DIR,
+            every_env_steps=cfg.checkpoint.every_env_steps,
+            keep_last=cfg.checkpoint.keep_last,
+            stop=stop,
+            overrides=overrides,
+            started_at=start,
+            wall_s_before=point.state["wall_s"] if point is not None else 0.0,
+        )
+        callbacks.append(checkpointer)
         if cfg.fault_injection.fail_at_env_steps is not None:
             callbacks.append(
                 FaultInjectionCallback(fail_at_env_steps=cfg.fault_injection.fail_at_env_steps)
             )
-        loggers = build_loggers(cfg.logger, run_dir=run_dir, config=config, overrides=overrides)
+        loggers = build_loggers(
+            cfg.logger,
+            run_dir=run_dir,
+            config=config,
+            overrides=overrides,
+            wandb_id=point.state["wandb_id"] if point is not None else None,
+            purge_step=point.state["env_steps"] if point is not None else None,
+        )
+        if point is not None:
+            continue_csv_log(loggers, rows=point.state["csv_rows"])
         trainer = pl.Trainer(
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
@@ -264,8 +338,15 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             callbacks=callbacks,
             default_root_dir=str(run_dir),
         )
-        trainer.fit(module, datamodule=datamodule)
-        trainer.save_checkpoint(str(run_dir / CHECKPOINT_NAME))
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(point.checkpoint) if point is not None else None,
+        )
+        module.check_finite()  # the last updates since the last check
+        checkpointer.save(trainer, run_dir / CHECKPOINT_NAME)
+        if stop.signum is not None:  # arrived after the last training step
+            raise TrainingInterrupted(stop.signum, run_dir / CHECKPOINT_NAME, stop.requeue)
         wall_train = time.perf_counter() - start
         final_env = make_env(cfg, cfg.eval.final_episodes)
         returns = evaluate_greedy(
@@ -291,24 +372,63 @@ def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, 
             checkpoint=CHECKPOINT_NAME,
             train_wall_s=wall_train,
         )
+    except TrainingInterrupted as exc:
+        summary.update(
+            status="interrupted",
+            signal=signal.Signals(exc.signum).name,
+            checkpoint=_relative(exc.checkpoint, run_dir),
+            requeue=exc.requeue,
+        )
+        raise
+    except TrainingDiverged as exc:
+        newest = checkpoints_newest_first(run_dir)
+        summary.update(
+            status="diverged",
+            error=str(exc),
+            diverged_at_update=exc.update,
+            diverged_at_env_steps=exc.env_steps,
+            checkpoint=_relative(newest[0], run_dir) if newest else None,
+        )
+        raise
+    except (KeyboardInterrupt, SystemExit) as exc:  # a second Ctrl-C: no checkpoint
+        if stop.signum is None:
+            raise
+        summary.update(status="interrupted", signal=signal.Signals(stop.signum).name)
+        summary["error"] = f"{type(exc).__name__}: stopped before the training step ended"
+        raise
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
         summary["traceback"] = traceback.format_exc()
         raise
     finally:
+        stop.restore()
         if datamodule is not None:
             summary["env_steps"] = int(datamodule.collector.env_steps)
             summary["episodes"] = int(datamodule.collector.episodes)
         if module is not None:
             summary["updates"] = int(module.updates)
-        summary["wall_s"] = time.perf_counter() - start
+        summary["wall_s"] = (
+            checkpointer.wall_s if checkpointer is not None else time.perf_counter() - start
+        )
         summary["env_steps_per_s"] = summary["env_steps"] / max(summary["wall_s"], 1e-9)
         if process_rank() == 0:
             write_summary(run_dir, summary)
         finish_wandb()
         if env is not None:
             env.close()
+        if summary.get("requeue") and process_rank() == 0:
+            slurm_requeue()  # after summary.json: SLURM ends this job right away
     return summary
+
+
+def _relative(path: Path | None, run_dir: Path) -> str | None:
+    """``path`` relative to the run dir (as summary.json names files), if it is inside it."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        return str(path)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -321,9 +441,18 @@ def main(cfg: DictConfig) -> float | None:
             run_dir=Path(hydra_cfg.runtime.output_dir),
             overrides=list(hydra_cfg.overrides.task),
         )
-    except ConfigError as exc:  # a clear message, no traceback, exit status 2
+    except (ConfigError, CheckpointError) as exc:  # a clear message, no traceback, exit status 2
         print(f"[rl-train] {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingInterrupted as exc:  # also ends a sweep: the user or the cluster asked
+        print(f"[rl-train] interrupted: {exc} -> resume with resume=<run dir>", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except TrainingDiverged as exc:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one diverged job must not end a sweep
+            log.error("[rl-train] job %s diverged: %s", hydra_cfg.job.num, exc)
+            return None
+        print(f"[rl-train] diverged: {exc}; see summary.json", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
@@ -341,7 +470,7 @@ def main(cfg: DictConfig) -> float | None:
         f"[rl-train] {summary['status']}: eval_return_mean={summary['eval_return_mean']:.1f} "
         f"± {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes, "
         f"{summary['env_steps']} env steps in {summary['wall_s']:.1f} s -> "
-        f"{hydra_cfg.runtime.output_dir}/summary.json"
+        f"{summary.get('run_dir', hydra_cfg.runtime.output_dir)}/summary.json"
     )
     return summary["eval_return_mean"]
 

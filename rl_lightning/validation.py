@@ -1,19 +1,31 @@
 """Checks of the composed config before anything is built: one clear message per problem.
 
 The structured-config schema (``rl_lightning/config.py``) already rejects unknown keys and wrong
-types of the typed groups; this module checks values, ranges and combinations, and names the
-key, the value and what is allowed.
+types of the typed groups on the command line; this module checks keys added with ``+`` (against
+the schema and the component classes' parameters), values, ranges and combinations, and names
+the key, the value and what is allowed. ``OutputDirCheck`` makes sure the output directory can
+be written before Hydra or the run creates anything in it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
+import os
+import sys
+import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from rl_lightning.config import RunConfig
 from rl_lightning.envs import register_envs
 from rl_lightning.estimators import ESTIMATORS
 from rl_lightning.loggers import KINDS as LOGGER_KINDS
@@ -46,6 +58,52 @@ def _check(
         problems.append(f"{key}={value!r}: {allowed}")
 
 
+# the groups that choose a component class: their keys are that class's parameters
+TARGET_GROUPS = ("arch", "estimator", "exploration", "target", "loss", "optim")
+
+
+def _allowed(what: str, key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{what}: allowed keys are {', '.join(allowed)}{hint}"
+
+
+def unknown_key_problems(cfg: DictConfig) -> list[str]:
+    """Keys the run would not use: outside the structured schema (``rl_lightning/config.py``),
+    or not a parameter of the class a component group names. Hydra rejects such keys from the
+    command line already, except when they are added with ``+``."""
+    problems: list[str] = []
+
+    def walk(node: Any, schema: type, prefix: str) -> None:
+        hints = typing.get_type_hints(schema)
+        for key in node:
+            full = f"{prefix}{key}"
+            if key not in hints:
+                problems.append(
+                    _allowed(f"{full}={node[key]!r} is an unknown key", key, sorted(hints))
+                )
+            elif dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
+                walk(node[key], hints[key], f"{full}.")
+
+    walk(cfg, RunConfig, "")
+    for group in TARGET_GROUPS:
+        node = _get(cfg, group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            params = inspect.signature(get_class(node._target_)).parameters
+        except Exception:  # not a class, or not importable: instantiate reports it
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        names = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in map(str, node):
+            if not key.startswith("_") and key not in params:
+                what = f"{group}.{key}={node[key]!r} is not a parameter of {node._target_}"
+                problems.append(_allowed(what, key, names))
+    return problems
+
+
 def env_id_problem(env_id: str) -> str | None:
     """A message naming close matches when ``env_id`` is not registered with gymnasium."""
     register_envs()
@@ -56,9 +114,29 @@ def env_id_problem(env_id: str) -> str | None:
     return f"env.id={env_id!r} is not a registered gymnasium environment{hint}"
 
 
+def action_space_problem(env_id: str, kwargs: Any = None) -> str | None:
+    """A message when ``env_id`` has no discrete action space: every method here picks
+    ``argmax_a Q(s, a)`` over a finite set of actions. The env is made once to read its space
+    (a failure to make it is left to the env factory, which reports it in full)."""
+    try:
+        env = gym.make(env_id, **dict(kwargs or {}))
+    except Exception:
+        return None
+    space = env.action_space
+    env.close()
+    if isinstance(space, gym.spaces.Discrete):
+        return None
+    return (
+        f"env.id={env_id!r} has the action space {space}, and DQN-family methods need a "
+        "discrete one (gymnasium.spaces.Discrete): Q-learning takes a max over a finite set of "
+        "actions. Use a discrete-action env (e.g. CartPole-v1, Acrobot-v1, MountainCar-v0) or "
+        "discretise the actions with a wrapper"
+    )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every problem found in ``cfg``."""
-    problems: list[str] = []
+    problems = unknown_key_problems(cfg)
     positive = (lambda v: v > 0), "must be > 0"
     _check(problems, cfg, "total_env_steps", *positive)
     _check(problems, cfg, "gamma", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
@@ -114,7 +192,9 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if _get(cfg, "buffer.kind") == "replay":
         capacity, batch = _get(cfg, "buffer.capacity"), _get(cfg, "batch_size")
-        n_step, num_envs = _get(cfg, "estimator.n_step") or 1, _get(cfg, "env.num_envs") or 1
+        n_step, num_envs = _get(cfg, "estimator.n_step"), _get(cfg, "env.num_envs") or 1
+        if not isinstance(n_step, int) or n_step < 1:  # reported above; no window to check
+            n_step = 1
         if capacity is None or (batch is not None and capacity < batch):
             problems.append(
                 f"buffer.capacity={capacity!r}: must be >= batch_size={batch} (one batch must fit)"
@@ -131,13 +211,71 @@ def validate_config(cfg: DictConfig) -> None:
         lambda v: v >= 0,
         "must be >= 0, or null (no injected fault)",
     )
+    _check(
+        problems,
+        cfg,
+        "checkpoint.every_env_steps",
+        lambda v: v >= 0,
+        "must be >= 0 (0 or null: checkpoints only at the end and on signals)",
+    )
+    _check(problems, cfg, "checkpoint.keep_last", lambda v: v >= 1, "must be >= 1")
+    _check(
+        problems,
+        cfg,
+        "resume",
+        lambda v: isinstance(v, str) and v != "",
+        "must be a run dir, a checkpoint file, auto, or null",
+    )
     _check(problems, cfg, "embedding.episodes", lambda v: v >= 1, "must be >= 1")
     _check(problems, cfg, "embedding.max_points", lambda v: v >= 10, "must be >= 10")
     _check(problems, cfg, "embedding.perplexity", *positive)
     env_id = _get(cfg, "env.id")
     if isinstance(env_id, str):
-        problem = env_id_problem(env_id)
+        problem = env_id_problem(env_id) or action_space_problem(env_id, _get(cfg, "env.kwargs"))
         if problem:
             problems.append(problem)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def check_output_dir(path: Path) -> None:
+    """Create ``path`` and write (then remove) a probe file in it; ``ConfigError`` naming the
+    path if either fails, so that an unwritable output location stops the run at start and not
+    when its first checkpoint or its summary is written."""
+    path = Path(path)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the output directory {path} cannot be written ({exc.strerror or exc}); choose "
+            "another with hydra.run.dir=PATH (hydra.sweep.dir=PATH with -m)"
+        ) from None
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): ``check_output_dir`` on the
+    run or sweep directory before Hydra creates it -- Hydra itself would fail there with a
+    traceback. Exits with status 2 and one message, like any config error."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "sweep")
+
+    @staticmethod
+    def _check(config: DictConfig, mode: str) -> None:
+        """``mode``: ``run`` or ``sweep``, whose ``hydra.<mode>.dir`` is checked."""
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the directory name
+        try:
+            path = Path(str(config.hydra[mode].dir))
+        except Exception:  # an unresolvable name: Hydra reports it itself
+            return
+        try:
+            check_output_dir(path)
+        except ConfigError as exc:
+            print(f"[rl-train] {exc}", file=sys.stderr)
+            sys.exit(2)

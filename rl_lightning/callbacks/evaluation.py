@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
@@ -60,6 +61,13 @@ class GreedyEvaluationCallback(pl.Callback):
         self.history.append({"env_steps": float(env_steps), **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=env_steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history), "next_eval": self._next_eval}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self._next_eval = int(state_dict["next_eval"])
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._env is not None:

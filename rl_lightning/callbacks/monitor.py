@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,6 +27,12 @@ class RolloutMetricsCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = (time.perf_counter(), _collector(trainer).env_steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_log": self._next_log}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._next_log = int(state_dict["next_log"])
 
     def on_train_batch_end(  # type: ignore[override]
         self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int

@@ -24,6 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+#: the stored per-time-step arrays (what ``state_dict(include_arrays=True)`` holds)
+_ARRAYS = ("obs", "actions", "rewards", "terminated", "truncated", "reset_step")
+
 
 class TransitionBatch(NamedTuple):
     """Sampled n-step transitions; leading shape ``S = (B,)`` or ``(K, B)`` for K minibatches.
@@ -94,6 +97,47 @@ class ReplayBuffer:
         self.rows_written = 0  # total rows ever written per lane (not wrapped)
         self.consumed_until = 0  # online use: first row whose window has not been used yet
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (what a checkpoint with the buffer holds)."""
+        return sum(getattr(self, name).nbytes for name in _ARRAYS)
+
+    def state_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
+        """Counters, the sampler's generator state and (``include_arrays``) the stored time steps
+        (the arrays themselves, not copies)."""
+        state: dict[str, Any] = {
+            "rows": self.rows,
+            "num_envs": self.num_envs,
+            "rows_written": self.rows_written,
+            "consumed_until": self.consumed_until,
+            "rng": self.rng.bit_generator.state,
+        }
+        if include_arrays:
+            state["arrays"] = {name: getattr(self, name) for name in _ARRAYS}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore ``state_dict()``; returns whether the stored time steps came with it.
+
+        Arrays are copied into the existing ones (the flat views stay valid). Without them the
+        buffer is emptied: the counters restart at 0 and only the generator state is kept.
+        """
+        if (state["rows"], state["num_envs"]) != (self.rows, self.num_envs):
+            raise ValueError(
+                f"the checkpoint's buffer has {state['rows']} rows x {state['num_envs']} lanes, "
+                f"this one {self.rows} x {self.num_envs}: capacity and env.num_envs must not change"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        arrays = state.get("arrays")
+        if arrays is None:
+            self.rows_written = self.consumed_until = 0
+            return False
+        for name in _ARRAYS:
+            np.copyto(getattr(self, name), arrays[name])
+        self.rows_written = int(state["rows_written"])
+        self.consumed_until = int(state["consumed_until"])
+        return True
 
     def __len__(self) -> int:
         """Number of time steps currently stored (all lanes)."""

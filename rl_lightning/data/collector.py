@@ -6,8 +6,10 @@ The collector knows nothing of Lightning: give it a vector env, a policy
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -93,8 +95,121 @@ class VectorCollector:
         self._reset_next = ended
         self._obs = next_obs
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next ``collect`` depends on: the environments' own state (pickled, see
+        ``env_state``; None when the env cannot be pickled), the current observations, which
+        lanes auto-reset next, the episodes in progress and finished since the last
+        ``pop_finished_episodes``, the counters and the policy's generator (``policy.state_dict``
+        where it has one)."""
+        policy_state = getattr(self.policy, "state_dict", None)
+        try:
+            env_blob: bytes | None = env_state(self.env)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            env_blob = None
+        return {
+            "env": env_blob,
+            "obs": self._obs,
+            "reset_next": self._reset_next,
+            "any_reset": self._any_reset,
+            "episode_return": self._episode_return,
+            "episode_length": self._episode_length,
+            "finished_returns": list(self._finished_returns),
+            "finished_lengths": list(self._finished_lengths),
+            "last_episode_return": self.last_episode_return,
+            "episodes": self.episodes,
+            "env_steps": self.env_steps,
+            "collect_time_s": self.collect_time_s,
+            "policy": policy_state() if policy_state is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore ``state_dict()``; returns whether the environments' state came with it.
+
+        Without it (an env that cannot be pickled) the episodes in progress are cut: each lane's
+        last stored step is marked truncated and followed by an auto-reset row holding its next
+        observation (as gymnasium's NEXT_STEP auto-reset would have stored it), and the next
+        ``collect`` resets the environments with a seed derived from the env step. Learning then
+        continues correctly, but not bit-identically to an uninterrupted run.
+        """
+        self._obs = state["obs"]
+        self._reset_next = np.asarray(state["reset_next"], dtype=bool)
+        self._any_reset = bool(state["any_reset"])
+        self._episode_return = np.asarray(state["episode_return"], dtype=np.float64)
+        self._episode_length = np.asarray(state["episode_length"], dtype=np.int64)
+        self._finished_returns = list(state["finished_returns"])
+        self._finished_lengths = list(state["finished_lengths"])
+        self.last_episode_return = state["last_episode_return"]
+        self.episodes = int(state["episodes"])
+        self.env_steps = int(state["env_steps"])
+        self.collect_time_s = float(state["collect_time_s"])
+        policy_load = getattr(self.policy, "load_state_dict", None)
+        if state["policy"] is not None and policy_load is not None:
+            policy_load(state["policy"])
+        if state["env"] is not None:
+            load_env_state(self.env, state["env"])
+            return True
+        self.cut_episodes()
+        return False
+
+    def cut_episodes(self) -> None:
+        """End every lane's episode here by truncation (see ``load_state_dict``); the next
+        ``collect`` resets the environments with seed ``seed + env_steps``."""
+        if self._obs is not None and self.buffer.rows_written > 0:
+            last = (self.buffer.rows_written - 1) % self.buffer.rows
+            self.buffer.truncated[last] |= ~self.buffer.reset_step[last]
+            lanes = self.num_envs
+            self.buffer.add(
+                self._obs,
+                np.zeros(lanes, dtype=np.int64),
+                np.zeros(lanes, dtype=np.float32),
+                np.zeros(lanes, dtype=bool),
+                np.zeros(lanes, dtype=bool),
+                np.ones(lanes, dtype=bool),
+            )
+        self._obs = None
+        self._reset_next = np.zeros(self.num_envs, dtype=bool)
+        self._any_reset = False
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self.seed += self.env_steps
+
     def pop_finished_episodes(self) -> tuple[list[float], list[int]]:
         """Returns and lengths of the episodes finished since the last call."""
         out = (self._finished_returns, self._finished_lengths)
         self._finished_returns, self._finished_lengths = [], []
         return out
+
+
+def env_state(env: gym.vector.VectorEnv) -> bytes:
+    """The pickled state of an in-process vector env: its attributes, those of the envs it
+    holds (physics state, step counters, time limits, generators) included.
+
+    Gymnasium's ``SyncVectorEnv`` keeps the factories it was built from (local functions, which
+    cannot be pickled); they are left out, and a vector wrapper's inner env is handled the same
+    way. Classic-control envs pickle completely. Raises (``PicklingError``, ``TypeError``) for
+    envs whose state lives outside Python objects: subprocesses (``AsyncVectorEnv``), emulators
+    (ALE), simulators with native handles.
+    """
+    return pickle.dumps(_env_attributes(env))
+
+
+def load_env_state(env: gym.vector.VectorEnv, blob: bytes) -> None:
+    """Put ``env_state``'s state into ``env`` (built from the same config)."""
+    _set_env_attributes(env, pickle.loads(blob))
+
+
+def _env_attributes(env: Any) -> dict[str, Any]:
+    state = {k: v for k, v in vars(env).items() if k != "env_fns"}
+    inner = state.get("env")
+    if isinstance(inner, gym.vector.VectorEnv):
+        state["env"] = _env_attributes(inner)
+    return state
+
+
+def _set_env_attributes(env: Any, state: dict[str, Any]) -> None:
+    inner = state.pop("env", None)
+    if isinstance(inner, dict):
+        _set_env_attributes(env.env, inner)
+    elif inner is not None:
+        state["env"] = inner
+    vars(env).update(state)

@@ -66,7 +66,22 @@ class ReplayDataset(IterableDataset):
         self.online = online
         self.interleaved = interleaved and not online
         self._collect_target = 0.0  # env steps the collector should have reached
+        self._refill = False  # resumed without the buffer's contents (see load_state_dict)
         self.sample_time_s = 0.0  # wall time spent sampling minibatches (perf)
+
+    def state_dict(self) -> dict[str, float]:
+        """Where the stream stands: the env-step target of the last item (the collector, the
+        buffer and the policy keep their own state)."""
+        return {"collect_target": self._collect_target, "sample_time_s": self.sample_time_s}
+
+    def load_state_dict(self, state: dict[str, float], *, buffer_restored: bool = True) -> None:
+        """Continue the stream after the item that ``state`` was taken after. Without the
+        buffer's contents (``buffer_restored=False``) the next ``__iter__`` first refills it
+        with ``learning_starts_env_steps`` env steps of the current policy; the schedule then
+        shifts by those steps (the run goes on, not bit-identically)."""
+        self._collect_target = float(state["collect_target"])
+        self.sample_time_s = float(state["sample_time_s"])
+        self._refill = not buffer_restored and self._collect_target > 0
 
     def _collect_until(self, env_steps: float) -> None:
         target = min(env_steps, self.total_env_steps)
@@ -75,6 +90,13 @@ class ReplayDataset(IterableDataset):
             self.collector.collect(max(1, math.ceil(missing / self.collector.num_envs)))
 
     def __iter__(self) -> Iterator[TransitionBatch | InterleavedUpdates]:
+        if self._refill:  # resumed without the buffer's contents: warm up again
+            self._refill = False
+            refill_start = self.collector.env_steps
+            self._collect_until(refill_start + self.learning_starts_env_steps)
+            while self.buffer.num_sampleable_rows(self.n_step) < 1:
+                self.collector.collect(1)
+            self._collect_target += self.collector.env_steps - refill_start
         if self._collect_target == 0.0:
             # warm-up: enough real steps for learning to start and for one n-step window per lane
             self._collect_target = float(self.learning_starts_env_steps)

@@ -30,6 +30,30 @@ CASES = [
     ),
     (["eval.episodes=0"], "eval.episodes=0: must be >= 1"),
     (["env.id=CartPole-v2"], "did you mean CartPole-v1"),
+    (["env.id=MountainCar-v1"], "did you mean MountainCar-v0"),
+    # keys added with `+` pass Hydra (it rejects unknown keys only without it)
+    (["+foo=1"], "foo=1 is an unknown key: allowed keys are arch, batch_size,"),
+    (["+env.num_env=8"], "env.num_env=8 is an unknown key: allowed keys are id, kwargs,"),
+    (["+env.num_env=8"], "(did you mean num_envs?)"),
+    (
+        ["+estimator.nstep=3"],
+        "estimator.nstep=3 is not a parameter of rl_lightning.estimators.Estimator: allowed "
+        "keys are name, n_step (did you mean n_step?)",
+    ),
+    (
+        ["+optim.learning_rate=0.1"],
+        "optim.learning_rate=0.1 is not a parameter of torch.optim.Adam",
+    ),
+    # component groups are untyped in the schema: a wrong type fails the range check
+    (["estimator.n_step=abc"], "estimator.n_step='abc': must be >= 1"),
+    (["optim.lr=fast"], "optim.lr='fast': must be > 0"),
+    # a continuous action space for a discrete-action method, before any env is built for training
+    (
+        ["env.id=Pendulum-v1"],
+        "env.id='Pendulum-v1' has the action space Box(-2.0, 2.0, (1,), float32), and "
+        "DQN-family methods need a discrete one (gymnasium.spaces.Discrete)",
+    ),
+    (["env.id=MountainCarContinuous-v0"], "Box(-1.0, 1.0, (1,), float32)"),
 ]
 
 
