@@ -82,15 +82,19 @@ def _compose(overrides: list[str]):
 
 
 #: --ablation: each hot-loop optimisation switched off alone (config overrides or, for the two
-#: without a config key, a switch in the worker)
-ABLATIONS: dict[str, list[str]] = {
+#: without a config key, a switch in the worker); a dict gives the switches per num_envs (the
+#: 1-env preset interleaves, the 16-env one runs SB3's bursts: each row flips to the other)
+ABLATIONS: dict[str, list[str] | dict[int, list[str]]] = {
     "all optimisations (the preset)": [],
     "acting through torch (no NumpyMLP)": ["@numpy_acting"],
     "updates through Lightning's hooks (no direct path)": ["@direct_updates"],
     "default Adam kernel (optim.fused=null)": ["optim.fused=null"],
     "one update per training_step (updates_per_batch=1)": ["updates_per_batch=1"],
     "periodic evaluation every 5k env steps": ["eval.every_env_steps=5000"],
-    "burst schedule instead of interleaved (interleaved=false)": ["interleaved=false"],
+    "the other schedule (1 env: bursts of 1000 updates; 16 envs: interleaved)": {
+        1: ["interleaved=false"],
+        16: ["interleaved=true", "updates_per_batch=1000"],
+    },
 }
 
 
@@ -732,9 +736,14 @@ def main() -> None:
     if args.ablation:
         print("ablation (first seed):", file=log, flush=True)
         ablation = []
-        for name, switches in ABLATIONS.items():
+        for name, per_envs in ABLATIONS.items():
             row: dict[str, Any] = {"change": name}
             for num_envs in args.envs:
+                switches = (
+                    per_envs.get(num_envs, per_envs[max(per_envs)])
+                    if isinstance(per_envs, dict)
+                    else per_envs
+                )
                 spec = {
                     **common,
                     "kind": "rl",

@@ -183,7 +183,10 @@ def check_summary(run_dir: Path, summary: dict, cfg: DictConfig, overrides: list
     # the stream stops at the first vector step that reaches the budget
     assert total <= summary["env_steps"] < total + lanes
     # warm-up to learning_starts, then bursts of K * E env steps, each followed by K updates
+    # (online: K = 1, each update learns from the last E env steps)
     k, e = cfg.updates_per_batch, cfg.env_steps_per_update
+    if cfg.buffer.kind == "online":
+        k = 1
     bursts = math.ceil((total - cfg.buffer.learning_starts_env_steps) / (k * e))
     if cfg.interleaved:  # one update after every E env steps
         assert summary["updates"] == math.ceil((total - cfg.buffer.learning_starts_env_steps) / e)
