@@ -38,7 +38,7 @@ bench: setup  ## rl-lightning vs Stable-Baselines3 side by side (docs/perf.md); 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy rl_lightning
+	$(BIN)/mypy rl_lightning scripts
 
 format: setup
 	$(BIN)/ruff format .

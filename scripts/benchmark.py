@@ -348,7 +348,7 @@ def worker_micro(spec: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     collector = VectorCollector(env, lambda obs, t: rng.integers(2, size=len(obs)), buffer, seed=0)
     collector.collect(buffer.rows + 10)  # full, wrapped
-    row = {
+    row: dict[str, Any] = {
         "obs": rng.standard_normal((lanes, 4)).astype(np.float32),
         "actions": rng.integers(2, size=lanes),
         "rewards": np.ones(lanes, dtype=np.float32),
@@ -719,8 +719,7 @@ def main() -> None:
         for num_envs in args.curve:
             if num_envs in seeds_of and seeds_of[num_envs][0] == 0:  # reuse the tables' run
                 rl = raw[f"rl_{num_envs}"][0]
-                sb3_runs = raw.get(f"sb3_{num_envs}") or [None]
-                sb3 = sb3_runs[0]
+                sb3 = raw[f"sb3_{num_envs}"][0] if raw.get(f"sb3_{num_envs}") else None
             else:
                 rl, sb3 = pair(num_envs, 0)
                 raw.setdefault("curve_runs", []).extend(x for x in (rl, sb3) if x is not None)
@@ -735,7 +734,7 @@ def main() -> None:
 
     if args.ablation:
         print("ablation (first seed):", file=log, flush=True)
-        ablation = []
+        ablation: list[dict[str, Any]] = []
         for name, per_envs in ABLATIONS.items():
             row: dict[str, Any] = {"change": name}
             for num_envs in args.envs:
