@@ -31,7 +31,7 @@ test: setup  ## the test suite CI runs (slow learning runs excluded)
 test-slow: setup  ## only the slow learning tests
 	$(BIN)/python -m pytest -q -m slow
 
-bench: setup  ## rl-lightning vs Stable-Baselines3 side by side (docs/perf.md); about 10 min on a quiet machine
+bench: setup  ## rl-lightning vs Stable-Baselines3 side by side (docs/perf.md); about 4 min on a quiet 2-core machine
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 

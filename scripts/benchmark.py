@@ -1,6 +1,6 @@
 """rl-lightning against Stable-Baselines3's DQN, side by side, on this machine.
 
-    python scripts/benchmark.py                     # the full benchmark (about 10 minutes on 2 cores)
+    python scripts/benchmark.py                     # the full benchmark (about 4 minutes on 2 cores)
     python scripts/benchmark.py --steps 3000 --learning-starts 500 --seeds 0 --curve 1 2 \\
         --micro-capacity 20000 --bare-updates 200   # a smoke run (what CI checks)
 
