@@ -481,26 +481,28 @@ def resumed_config(cfg: DictConfig, overrides: Sequence[str], point: ResumePoint
 
 def continue_csv_log(loggers: Sequence[Logger], rows: int) -> None:
     """Keep the first ``rows`` data rows of an existing ``metrics.csv`` (those written up to the
-    checkpoint) and append to it. Lightning's CSV writer deletes an existing file when created,
-    and would rewrite the header; the kept rows are staged in a temporary file, put back after
-    the writer exists, and the writer is told the header."""
+    checkpoint) and append to it. Lightning's CSV writer deletes an existing file when created
+    (warning that it will), and would rewrite the header; the kept rows are staged in a
+    temporary file, put back after the writer exists, and the writer is told the header."""
     path = csv_metrics_file(loggers)
-    if path is None or not path.is_file():
+    if path is None:
         return
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        kept = [row for _, row in zip(range(rows), reader, strict=False)]
-    if header is None:
-        return
+    header, kept = None, []
+    if path.is_file():
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            kept = [row for _, row in zip(range(rows), reader, strict=False)]
     staged = path.with_name(f".{path.name}.resume")
-    with open(staged, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(kept)
+    if header is not None:
+        with open(staged, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\r\n")
+            writer.writerow(header)
+            writer.writerows(kept)
     logger = next(lg for lg in loggers if isinstance(lg, CSVLogger))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the deletion is what a resume wants
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
         experiment = logger.experiment  # deletes metrics.csv
-    os.replace(staged, path)
-    experiment.metrics_keys = list(header)
+    if header is not None:
+        os.replace(staged, path)
+        experiment.metrics_keys = list(header)

@@ -166,10 +166,6 @@ def quiet_lightning() -> None:
     # training_step(dataloader_iter) is deliberate (see QLearningModule.training_step)
     warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument")
     warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
-    # resuming re-creates the CSV writer on purpose (see checkpointing.continue_csv_log)
-    warnings.filterwarnings(
-        "ignore", message=r"Experiment logs directory .* exists and is not empty"
-    )
 
 
 def train(cfg: DictConfig, *, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
