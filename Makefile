@@ -39,6 +39,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy rl_lightning scripts
+	$(BIN)/lint-imports  # the layer contract in pyproject.toml: no import cycles
 
 format: setup
 	$(BIN)/ruff format .

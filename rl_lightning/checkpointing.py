@@ -21,23 +21,18 @@ import logging
 import os
 import random
 import signal
-import subprocess
-import threading
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from rl_lightning.validation import ConfigError
+from rl_lightning.context import RunContext
+from rl_lightning.signals import StopSignals, TrainingInterrupted
 
 log = logging.getLogger("rl_lightning")
 
@@ -47,29 +42,10 @@ LAST_NAME = "last.ckpt"
 RESUME_KEY = "rl_lightning_resume"
 #: ``checkpoint.save_buffer: null`` saves the buffer when its arrays are smaller than this
 SAVE_BUFFER_AUTO_LIMIT_BYTES = 1 << 30
-#: config keys a resume may change: they do not change what the run computes
-MAY_CHANGE_ON_RESUME = ("resume", "progress_bar", "checkpoint", "fault_injection", "embedding")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable (truncated, corrupt) or not one of this project's."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """The run stopped on a signal after writing a checkpoint (``checkpoint``, None if none could
-    be written). The process should exit with ``exit_code`` (128 + signal number)."""
-
-    def __init__(self, signum: int, checkpoint: Path | None, requeue: bool) -> None:
-        name = signal.Signals(signum).name
-        where = f"checkpoint {checkpoint}" if checkpoint is not None else "no checkpoint"
-        super().__init__(f"stopped by {name}; {where}" + ("; requeued" if requeue else ""))
-        self.signum = signum
-        self.checkpoint = checkpoint
-        self.requeue = requeue
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 def periodic_checkpoint_name(env_steps: int) -> str:
@@ -110,82 +86,6 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# -- signals ----------------------------------------------------------------------------------------
-class StopSignals:
-    """Once installed, SIGTERM and SIGINT -- and SIGUSR1, SLURM's requeue
-    signal (``#SBATCH --signal=B:USR1@120``), when ``SLURM_JOB_ID`` is set -- only record the
-    signal; the run checks it between training steps, writes a checkpoint and stops
-    (``RunCheckpointCallback``). A second SIGINT interrupts at once (KeyboardInterrupt), for a
-    training step that takes too long. Handlers are installed only in the main thread;
-    ``restore`` puts the previous ones back."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def signals(self) -> list[int]:
-        out = [signal.SIGTERM, signal.SIGINT]
-        if os.environ.get("SLURM_JOB_ID"):
-            out.append(signal.SIGUSR1)
-        return [int(s) for s in out]
-
-    @property
-    def requeue(self) -> bool:
-        """The signal asks for a SLURM requeue (SIGUSR1 under SLURM)."""
-        return self.signum == signal.SIGUSR1 and bool(os.environ.get("SLURM_JOB_ID"))
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.signals:
-                self._previous[signum] = signal.signal(signum, self._handle)
-
-    def reclaim(self) -> None:
-        """Be the only handler again. Lightning's trainer adds its own SIGTERM handler when
-        training starts (composed with this one); it would end the run with ``SIGTERMException``
-        (exit status 0, no checkpoint) at the end of a training step whenever the signal comes
-        after this run's check of that step. Lightning restores this handler at teardown."""
-        for signum in self._previous:
-            signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        """Put the previous handlers back (idempotent)."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.signum is None:
-            self.signum = signum
-            log.warning(
-                "%s received: stopping after the current training step with a checkpoint%s",
-                signal.Signals(signum).name,
-                " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "",
-            )
-
-
-def slurm_requeue() -> bool:
-    """``scontrol requeue`` this job (array task aware); returns whether it succeeded."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = (
-        f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        if array_job
-        else os.environ["SLURM_JOB_ID"]
-    )
-    try:
-        result = subprocess.run(["scontrol", "requeue", job], check=False, capture_output=True)
-    except FileNotFoundError:
-        log.error("cannot requeue SLURM job %s: scontrol not found", job)
-        return False
-    if result.returncode != 0:
-        log.error("scontrol requeue %s failed: %s", job, result.stderr.decode().strip())
-        return False
-    log.warning("requeued SLURM job %s: it resumes from the checkpoint in the same run dir", job)
-    return True
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -231,33 +131,20 @@ class RunCheckpointCallback(pl.Callback):
     records how many CSV metric rows exist: a resume drops rows written after it.
 
     Args:
-        directory: where checkpoints go (``<run_dir>/checkpoints``).
+        context: the run's facts: checkpoints go to ``<run_dir>/checkpoints``; the signal
+            flags, overrides, start time and earlier sessions' wall time come from it.
         every_env_steps: period in env steps (0 or None: only on signals and at the end).
         keep_last: periodic checkpoints kept (older ones are deleted).
-        stop: the run's signal flags.
-        overrides: the run's command-line overrides (stored, for resume checks).
-        started_at: ``time.perf_counter()`` when this session started.
-        wall_s_before: wall time of the run's earlier sessions (resume).
     """
 
-    def __init__(
-        self,
-        *,
-        directory: Path,
-        every_env_steps: int | None,
-        keep_last: int,
-        stop: StopSignals,
-        overrides: Sequence[str],
-        started_at: float,
-        wall_s_before: float = 0.0,
-    ) -> None:
-        self.directory = Path(directory)
+    def __init__(self, *, context: RunContext, every_env_steps: int | None, keep_last: int) -> None:
+        self.directory = Path(context.run_dir) / CHECKPOINT_DIR
         self.every_env_steps = int(every_env_steps or 0)
         self.keep_last = int(keep_last)
-        self.stop = stop
-        self.overrides = list(overrides)
-        self.wall_s_before = float(wall_s_before)
-        self._started = started_at
+        self.stop: StopSignals = context.stop
+        self.overrides = list(context.overrides)
+        self.wall_s_before = float(context.wall_s_before)
+        self._started = context.started_at
         self._next_save = self.every_env_steps
         self._rng_to_restore: dict[str, Any] | None = None
         self._csv_rows = 0
@@ -347,162 +234,3 @@ class RunCheckpointCallback(pl.Callback):
         periodic = sorted(self.directory.glob("step-*.ckpt"))
         for old in periodic[: max(0, len(periodic) - self.keep_last)]:
             old.unlink(missing_ok=True)
-
-
-# -- reading and resuming ---------------------------------------------------------------------------
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path`` (tensors memory-mapped), or ``CheckpointError`` naming the file
-    and what is wrong with it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt): {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-    missing = [k for k in ("state_dict", "loops", "rl_lightning", RESUME_KEY) if k not in ckpt]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {path} cannot resume a run: it has no {', '.join(missing)} "
-            "(not written by rl-train's checkpointing)"
-        )
-    return ckpt
-
-
-def checkpoints_newest_first(run_dir: Path) -> list[Path]:
-    """``last.ckpt`` (written when training ended) first, then periodic ones by env step."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    periodic = sorted(directory.glob("step-*.ckpt"), reverse=True)
-    last = directory / LAST_NAME
-    return ([last] if last.is_file() else []) + periodic
-
-
-@dataclass
-class ResumePoint:
-    """A readable checkpoint to continue from, and the run it belongs to."""
-
-    checkpoint: Path
-    run_dir: Path
-    config: dict[str, Any]  # the run's resolved config, as stored
-    state: dict[str, Any]  # the ``RESUME_KEY`` section
-
-
-def find_resume_point(resume: str | None, run_dir: Path) -> ResumePoint | None:
-    """Where to continue from.
-
-    ``resume`` is a checkpoint file (used as is, or ``CheckpointError``), a run dir (its newest
-    readable checkpoint; unreadable newer ones are skipped with a warning naming them), or
-    ``"auto"``: ``run_dir``'s newest checkpoint if it has one, else a fresh start. ``None`` is
-    a fresh start, except under SLURM (``SLURM_JOB_ID`` set) where it means ``"auto"``: a
-    requeued job in the same run dir continues where it stopped.
-    """
-    if resume is None:
-        if not os.environ.get("SLURM_JOB_ID"):
-            return None
-        resume = "auto"
-    if resume == "auto":
-        if not checkpoints_newest_first(run_dir):
-            return None
-        path = Path(run_dir)
-    else:
-        path = Path(resume).expanduser()
-    if path.is_dir():
-        candidates = checkpoints_newest_first(path)
-        if not candidates:
-            raise CheckpointError(f"resume={resume}: no checkpoint in {path / CHECKPOINT_DIR}")
-        problems = []
-        for candidate in candidates:
-            try:
-                ckpt = read_checkpoint(candidate)
-            except CheckpointError as exc:
-                problems.append(str(exc))
-                log.warning("%s; falling back to the next newest checkpoint", exc)
-                continue
-            if problems:
-                log.warning("resuming from %s (newer checkpoints were unreadable)", candidate)
-            return _resume_point(candidate, ckpt, run_dir=path)
-        raise CheckpointError(
-            f"resume={resume}: no readable checkpoint in {path / CHECKPOINT_DIR}:\n  "
-            + "\n  ".join(problems)
-        )
-    if not path.exists():
-        raise CheckpointError(f"resume={resume}: no such checkpoint file or run dir")
-    ckpt = read_checkpoint(path)
-    run = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    return _resume_point(path, ckpt, run_dir=run)
-
-
-def _resume_point(path: Path, ckpt: dict[str, Any], *, run_dir: Path) -> ResumePoint:
-    return ResumePoint(
-        checkpoint=path,
-        run_dir=run_dir,
-        config=ckpt["rl_lightning"]["config"],
-        state=ckpt[RESUME_KEY],
-    )
-
-
-def _plain(node: Any) -> Any:
-    return (
-        OmegaConf.to_container(node, resolve=True)
-        if isinstance(node, (DictConfig, ListConfig))
-        else node
-    )
-
-
-def resumed_config(cfg: DictConfig, overrides: Sequence[str], point: ResumePoint) -> DictConfig:
-    """The run's stored config, with the keys a resume may change (``MAY_CHANGE_ON_RESUME``)
-    set as given on the command line. Any other command-line override must agree with the
-    stored run (the same job script re-run after a requeue does); one that would change the run
-    is a ``ConfigError``: a resumed run computes exactly what the uninterrupted one would."""
-    stored = OmegaConf.create(point.config)
-    original = set(point.state.get("overrides", []))
-    changed = []
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith("hydra."):
-            continue
-        now = _plain(OmegaConf.select(cfg, key))
-        if key.split(".")[0] in MAY_CHANGE_ON_RESUME:
-            OmegaConf.update(stored, key, now, force_add=True)
-        elif override not in original and now != _plain(OmegaConf.select(stored, key)):
-            before = _plain(OmegaConf.select(stored, key))
-            changed.append(f"{key}: {before!r} in the run, {now!r} given")
-    if changed:
-        raise ConfigError(
-            f"resume={cfg.resume} continues the run with its own config (from "
-            f"{point.checkpoint}); these overrides would change it:\n  " + "\n  ".join(changed)
-        )
-    stored.resume = cfg.resume
-    return stored
-
-
-def continue_csv_log(loggers: Sequence[Logger], rows: int) -> None:
-    """Keep the first ``rows`` data rows of an existing ``metrics.csv`` (those written up to the
-    checkpoint) and append to it. Lightning's CSV writer deletes an existing file when created
-    (warning that it will), and would rewrite the header; the kept rows are staged in a
-    temporary file, put back after the writer exists, and the writer is told the header."""
-    path = csv_metrics_file(loggers)
-    if path is None:
-        return
-    header, kept = None, []
-    if path.is_file():
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            kept = [row for _, row in zip(range(rows), reader, strict=False)]
-    staged = path.with_name(f".{path.name}.resume")
-    if header is not None:
-        with open(staged, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\r\n")
-            writer.writerow(header)
-            writer.writerows(kept)
-    logger = next(lg for lg in loggers if isinstance(lg, CSVLogger))
-    with warnings.catch_warnings():  # the deletion is what a resume wants
-        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
-        experiment = logger.experiment  # deletes metrics.csv
-    if header is not None:
-        os.replace(staged, path)
-        experiment.metrics_keys = list(header)

@@ -11,37 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import OmegaConf
-
+from rl_lightning.builders import load_q_network, resolve_checkpoint
 from rl_lightning.envs import make_env_from_config
-from rl_lightning.evaluation import evaluate_greedy
+from rl_lightning.greedy import evaluate_greedy
 
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run dir holding ``checkpoints/last.ckpt``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return path
-
-
-def load_q_network(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the online Q-network of a checkpoint; returns (network, run config)."""
-    from rl_lightning.train import build_q_network
-
-    state = torch.load(resolve_checkpoint(checkpoint), map_location="cpu", weights_only=False)
-    config = state["rl_lightning"]["config"]
-    cfg = OmegaConf.create(config)
-    probe = make_env_from_config(config["env"], 1)
-    q_network = build_q_network(cfg, probe)
-    probe.close()
-    prefix = "q_network."
-    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    q_network.load_state_dict(weights)
-    return q_network, config
+__all__ = ["load_q_network", "main", "resolve_checkpoint"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -76,8 +77,24 @@ def build_loggers(
         )
         if cfg.mode == "online":
             return [online_wandb_logger(wandb_kwargs)]
-        return [WandbLogger(**wandb_kwargs)]
+        return [wandb_logger(**wandb_kwargs)]
     raise ValueError(f"logger.kind={kind!r} is not one of {KINDS}")
+
+
+def wandb_logger(**kwargs: Any) -> WandbLogger:
+    """Lightning's ``WandbLogger(**kwargs)``, without its ``anonymous`` argument to ``wandb.init``.
+
+    Lightning passes ``anonymous=None`` to ``wandb.init`` unless told otherwise; wandb >= 0.23
+    dropped anonymous mode and warns "The anonymous setting has no effect" for any value that is
+    passed, None included (wandb/wandb#10909). Leaving the key out gives wandb's own default,
+    on old and new wandb alike. Building the logger does not import wandb (``wandb.init`` runs
+    at the first use of ``logger.experiment``).
+    """
+    logger = WandbLogger(**kwargs)
+    init_kwargs = getattr(logger, "_wandb_init", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous", "") is None:
+        del init_kwargs["anonymous"]
+    return logger
 
 
 # W&B must never hold training up: `logger.mode=online` without a login or without a reachable
@@ -103,7 +120,7 @@ def online_wandb_logger(wandb_kwargs: dict[str, Any]) -> WandbLogger:
     global _wandb_offline_reason
     forced = os.environ.get("WANDB_MODE", "").lower()
     if forced in ("offline", "dryrun", "disabled"):  # the environment already overrides online
-        return WandbLogger(**wandb_kwargs)
+        return wandb_logger(**wandb_kwargs)
     import wandb
 
     settings = wandb.setup().settings  # the server and key wandb.init would use
@@ -111,7 +128,7 @@ def online_wandb_logger(wandb_kwargs: dict[str, Any]) -> WandbLogger:
         str(settings.base_url), settings_api_key=settings.api_key
     )
     if reason is None:
-        logger = WandbLogger(
+        logger = wandb_logger(
             **wandb_kwargs, settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S)
         )
         try:
@@ -121,7 +138,7 @@ def online_wandb_logger(wandb_kwargs: dict[str, Any]) -> WandbLogger:
             reason = f"wandb.init failed ({type(exc).__name__}: {exc})"
     # mode="offline" for wandb.init itself: Lightning's offline switch (the WANDB_MODE variable)
     # comes too late once the probe has loaded wandb's settings
-    offline = WandbLogger(**{**wandb_kwargs, "offline": True, "mode": "offline"})
+    offline = wandb_logger(**{**wandb_kwargs, "offline": True, "mode": "offline"})
     if _wandb_offline_reason is None:
         log.warning(
             "W&B online is unavailable: %s. Logging offline instead, under %s/wandb/offline-run-*"
@@ -190,10 +207,11 @@ def _has_wandb_login(base_url: str, settings_api_key: str | None) -> bool:
 
 
 def finish_wandb() -> None:
-    """Close the current W&B run (Lightning does not; multirun jobs would share one run)."""
-    try:
-        import wandb
-    except ImportError:  # pragma: no cover
-        return
-    if wandb.run is not None:
+    """Close the current W&B run (Lightning does not; multirun jobs would share one run).
+
+    A process that never imported wandb has no run: wandb is not imported here for nothing
+    (a ``logger=csv`` run never loads it).
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

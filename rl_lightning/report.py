@@ -22,304 +22,37 @@ W&B account or network is needed; ``--wandb`` only uploads the finished figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import itertools
-import json
 import math
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from rl_lightning.loggers import run_group
+from rl_lightning.report_plots import (
+    plot_final_returns,
+    plot_improvement,
+    plot_learning_curves,
+    plot_profiles,
+)
+from rl_lightning.report_stats import (
+    DEFAULT_REPS,
+    GroupStats,
+    Run,
+    by_env,
+    compute_stats,
+    find_runs,
+    improvement_interval,
+    performance_profile,
+)
 from rl_lightning.summary import SUMMARY_FILE
 
-CI_SIZE = 0.95
-DEFAULT_REPS = 10_000
-INSTALL_HINT = "rl-report needs the report extra: pip install 'rl-lightning[report]'"
-
-
-# -- reading runs ----------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """One run dir: its summary, its group and its evaluation curve."""
-
-    run_dir: Path
-    summary: dict[str, Any]
-    group: str
-    env_id: str
-    curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (T, 2) env steps, return
-
-    @property
-    def completed(self) -> bool:
-        return self.summary.get("status") == "completed"
-
-    @property
-    def final_return(self) -> float | None:
-        value = self.summary.get("eval_return_mean")
-        return None if value is None else float(value)
-
-
-def _natural_key(path: Path) -> list[Any]:
-    """Sort ``.../2`` before ``.../10`` (Hydra's job numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
-def _env_id(run_dir: Path) -> str:
-    """``env.id`` from the run's saved Hydra config, "" when there is none."""
-    import yaml
-
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return ""
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        return ""
-    env = config.get("env") or {}
-    return str(env.get("id", "")) if isinstance(env, dict) else ""
-
-
-def _csv_curve(run_dir: Path) -> np.ndarray:
-    """(env steps, eval return) rows of ``csv/metrics.csv`` (the CSV logger), if any."""
-    path = run_dir / "csv" / "metrics.csv"
-    rows: list[tuple[float, float]] = []
-    if path.is_file():
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                value = row.get("eval/return_mean")
-                if value not in (None, ""):
-                    rows.append((float(row["step"]), float(value)))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-
-
-def run_curve(run_dir: Path, summary: dict[str, Any]) -> np.ndarray:
-    """The evaluation return against env steps, shape (T, 2), sorted by env steps.
-
-    The periodic evaluations of ``summary["eval_history"]`` (or ``csv/metrics.csv``), then the
-    final evaluation at ``summary["env_steps"]`` (same seeds, ``eval.final_episodes`` episodes).
-    """
-    history = summary.get("eval_history")
-    if history:
-        curve = np.asarray(
-            [(h["env_steps"], h["eval/return_mean"]) for h in history], dtype=np.float64
-        ).reshape(-1, 2)
-    else:
-        curve = _csv_curve(run_dir)
-    final = summary.get("eval_return_mean")
-    if final is not None and (len(curve) == 0 or summary["env_steps"] > curve[-1, 0]):
-        curve = np.vstack([curve, [[float(summary["env_steps"]), float(final)]]])
-    if len(curve):
-        curve = curve[np.argsort(curve[:, 0], kind="stable")]
-        _, first = np.unique(curve[:, 0], return_index=True)  # one value per env step
-        curve = curve[first]
-    return curve
-
-
-def find_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Every run dir (holding ``summary.json``) under ``paths``, in natural path order."""
-    files: list[Path] = []
-    for root in map(Path, paths):
-        if root.is_file() and root.name == SUMMARY_FILE:
-            files.append(root)
-        elif root.is_dir():
-            files += root.rglob(SUMMARY_FILE)
-        else:
-            raise FileNotFoundError(f"no run dir or {SUMMARY_FILE} at {root}")
-    runs = []
-    for path in sorted(set(files), key=_natural_key):
-        summary = json.loads(path.read_text())
-        run_dir = path.parent
-        runs.append(
-            Run(
-                run_dir=run_dir,
-                summary=summary,
-                group=run_group(list(summary.get("overrides", []))),
-                env_id=_env_id(run_dir),
-                curve=run_curve(run_dir, summary),
-            )
-        )
-    return runs
-
-
-def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Group -> runs, groups in the order of their first run (a sweep's job order)."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
-    return groups
-
-
-def group_labels(groups: dict[str, list[Run]]) -> dict[str, str]:
-    """Short labels: each group's overrides without those that every group shares."""
-    split = {g: [o for o in g.split(",") if o != "default"] for g in groups}
-    common = set.intersection(*(set(o) for o in split.values())) if split else set()
-    labels = {}
-    for g, overrides in split.items():
-        kept = [o for o in overrides if o not in common]
-        labels[g] = " ".join(kept) if kept else (g if len(groups) == 1 else "(shared settings)")
-    return labels
-
-
-# -- statistics (rliable) --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _global_rng(seed: int) -> Iterator[None]:
-    """rliable 1.2 resamples with numpy's global RNG: seed it for a repeatable report, and
-    restore its state afterwards."""
-    state = np.random.get_state()  # noqa: NPY002
-    np.random.seed(seed)  # noqa: NPY002
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
-
-
-def _rliable():
-    try:
-        from rliable import library, metrics
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        raise ImportError(INSTALL_HINT) from exc
-    return library, metrics
-
-
-def iqm(scores: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (scipy's 25%-trimmed mean), as rliable."""
-    _, metrics = _rliable()
-    return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64).reshape(-1, 1)))
-
-
-def iqm_interval(scores: np.ndarray, *, reps: int, seed: int = 0) -> tuple[float, float, float]:
-    """(IQM, lower, upper) of one group's final scores, 95% stratified bootstrap CI (rliable).
-
-    ``scores``: (n_runs,) one task. rliable resamples runs with numpy's global RNG: it is
-    seeded here, so a report is repeatable.
-    """
-    library, metrics = _rliable()
-    matrix = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-    with _global_rng(seed):
-        points, intervals = library.get_interval_estimates(
-            {"x": matrix},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            confidence_interval_size=CI_SIZE,
-        )
-    return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
-
-
-def improvement_probability(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
-    """P(X > Y) = mean over task of (1 / nm) sum_ij [x_i > y_j] + 0.5 [x_i = y_j].
-
-    The Mann-Whitney U statistic over n m, as ``rliable.metrics.probability_of_improvement``
-    (which calls scipy per resample); this vectorised form is what the bootstrap calls.
-    Inputs: (n_runs, n_tasks) and (m_runs, n_tasks).
-    """
-    x = np.asarray(scores_x, dtype=np.float64)[:, None, :]
-    y = np.asarray(scores_y, dtype=np.float64)[None, :, :]
-    wins = (x > y).astype(np.float64) + 0.5 * (x == y)
-    return float(wins.mean(axis=(0, 1)).mean())
-
-
-def improvement_interval(
-    scores_x: np.ndarray, scores_y: np.ndarray, *, reps: int, seed: int = 0
-) -> tuple[float, float, float]:
-    """(P(X > Y), lower, upper): runs of X and of Y resampled independently (rliable)."""
-    library, _ = _rliable()
-    x = np.asarray(scores_x, dtype=np.float64).reshape(-1, 1)
-    y = np.asarray(scores_y, dtype=np.float64).reshape(-1, 1)
-    with _global_rng(seed):
-        points, intervals = library.get_interval_estimates(
-            {"p": [x, y]},
-            lambda a, b: np.array([improvement_probability(a, b)]),
-            reps=reps,
-            confidence_interval_size=CI_SIZE,
-        )
-    return float(points["p"][0]), float(intervals["p"][0, 0]), float(intervals["p"][1, 0])
-
-
-def curve_matrix(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
-    """Curves of ``runs`` on a shared grid: (grid (T,), returns (n_runs, T)).
-
-    The grid is every env step at which some run was evaluated, within the range that all
-    runs cover; each run is linearly interpolated onto it.
-    """
-    curves = [r.curve for r in runs if len(r.curve)]
-    if not curves:
-        return np.zeros(0), np.zeros((0, 0))
-    start = max(c[0, 0] for c in curves)
-    stop = min(c[-1, 0] for c in curves)
-    grid = np.unique(np.concatenate([c[:, 0] for c in curves]))
-    grid = grid[(grid >= start) & (grid <= stop)]
-    return grid, np.stack([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
-
-
-def curve_intervals(
-    returns: np.ndarray, *, reps: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IQM across runs at each grid point with 95% CIs: (iqm (T,), lower (T,), upper (T,))."""
-    from scipy.stats import trim_mean
-
-    library, _ = _rliable()
-    n_runs, n_points = returns.shape
-    with _global_rng(seed):
-        points, intervals = library.get_interval_estimates(
-            {"x": returns.reshape(n_runs, 1, n_points)},
-            # aggregate_iqm of every grid point at once (a trimmed mean over runs and tasks)
-            lambda x: trim_mean(x.reshape(-1, x.shape[-1]), proportiontocut=0.25, axis=0),
-            reps=reps,
-            confidence_interval_size=CI_SIZE,
-        )
-    return points["x"], intervals["x"][0], intervals["x"][1]
-
-
-def performance_profile(
-    scores: dict[str, np.ndarray], taus: np.ndarray, *, reps: int, seed: int = 0
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Fraction of runs with a final return above each tau, with 95% CI bands (rliable)."""
-    library, _ = _rliable()
-
-    def profile(x: np.ndarray, tau_list: np.ndarray) -> np.ndarray:
-        # rliable's run-score distribution, vectorised over tau
-        return (x.reshape(-1, 1) > np.asarray(tau_list).reshape(1, -1)).mean(axis=0)
-
-    with _global_rng(seed):
-        return library.create_performance_profile(
-            {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in scores.items()},
-            taus,
-            custom_profile_func=profile,
-            reps=reps,
-            confidence_interval_size=CI_SIZE,
-        )
-
+# rl-report in three modules: report_stats reads the runs and computes the statistics,
+# report_plots draws the figures, this one writes report.md, uploads to W&B and is the CLI.
 
 # -- the report ------------------------------------------------------------------------------
-
-
-@dataclass
-class GroupStats:
-    group: str
-    label: str
-    env_id: str
-    runs: list[Run]
-    scores: np.ndarray  # final returns of the completed runs
-    iqm: tuple[float, float, float] | None = None  # point, lower, upper
-    grid: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    @property
-    def completed(self) -> list[Run]:
-        return [r for r in self.runs if r.completed]
-
-    @property
-    def failed(self) -> list[Run]:
-        return [r for r in self.runs if not r.completed]
 
 
 @dataclass
@@ -336,159 +69,6 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _seeds(runs: Sequence[Run]) -> str:
     return ",".join(str(r.summary.get("seed", "?")) for r in runs)
-
-
-def compute_stats(runs: Sequence[Run], *, reps: int, seed: int) -> list[GroupStats]:
-    groups = group_runs(runs)
-    labels = group_labels(groups)
-    stats = []
-    for index, (group, members) in enumerate(groups.items()):
-        scores = np.asarray(
-            [r.final_return for r in members if r.completed and r.final_return is not None]
-        )
-        env_ids = sorted({r.env_id for r in members})
-        s = GroupStats(group, labels[group], "/".join(env_ids), list(members), scores)
-        if len(scores):
-            s.iqm = iqm_interval(scores, reps=reps, seed=seed + index)
-        grid, returns = curve_matrix(s.completed)
-        if len(grid):
-            s.grid = grid
-            s.curve = curve_intervals(returns, reps=reps, seed=seed + index)
-        stats.append(s)
-    return stats
-
-
-def _by_env(stats: Sequence[GroupStats]) -> dict[str, list[GroupStats]]:
-    """Groups with completed runs, per environment (comparisons only within one)."""
-    out: dict[str, list[GroupStats]] = {}
-    for s in stats:
-        if len(s.scores):
-            out.setdefault(s.env_id, []).append(s)
-    return out
-
-
-def _plt():
-    try:
-        import matplotlib
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        raise ImportError(INSTALL_HINT) from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colors(n: int) -> list[Any]:
-    plt = _plt()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def _env_title(env_id: str) -> str:
-    return env_id or "environment not recorded"
-
-
-def plot_learning_curves(stats: Sequence[GroupStats], path: Path) -> Path:
-    plt = _plt()
-    envs = sorted({s.env_id for s in stats if s.curve is not None})
-    fig, axes = plt.subplots(1, max(len(envs), 1), figsize=(7 * max(len(envs), 1), 4.5))
-    axes = np.atleast_1d(axes)
-    colors = dict(zip([s.group for s in stats], _colors(len(stats)), strict=True))
-    for ax, env in zip(axes, envs, strict=False):
-        for s in stats:
-            if s.env_id != env or s.curve is None:
-                continue
-            mid, low, high = s.curve
-            n = len(s.completed)
-            ax.plot(s.grid, mid, color=colors[s.group], label=f"{s.label} (n={n})", lw=1.8)
-            band_alpha = 0.2 if len(stats) <= 4 else 0.1  # many groups: lighter bands
-            ax.fill_between(s.grid, low, high, color=colors[s.group], alpha=band_alpha, lw=0)
-        ax.set_title(_env_title(env))
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("greedy evaluation return (IQM, 95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_final_returns(stats: Sequence[GroupStats], path: Path) -> Path:
-    """IQM with its 95% CI per group, each run's final return as a dot."""
-    plt = _plt()
-    shown = [s for s in stats if s.iqm is not None]
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(shown) + 1.5))
-    colors = _colors(len(shown))
-    for i, (s, color) in enumerate(zip(shown, colors, strict=True)):
-        assert s.iqm is not None
-        point, low, high = s.iqm
-        ax.plot([low, high], [i, i], color=color, lw=6, alpha=0.45, solid_capstyle="butt")
-        ax.plot([point], [i], marker="|", color="black", ms=16, mew=2)
-        jitter = np.linspace(-0.15, 0.15, len(s.scores)) if len(s.scores) > 1 else [0.0]
-        ax.scatter(s.scores, i + np.asarray(jitter), color=color, s=14, zorder=3)
-    ax.set_yticks(range(len(shown)), [f"{s.label}\n{_env_title(s.env_id)}" for s in shown])
-    ax.invert_yaxis()
-    ax.set_xlabel("final greedy return: IQM (|), 95% CI (bar), runs (dots)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_improvement(
-    groups: Sequence[GroupStats], matrix: np.ndarray, path: Path, env_id: str
-) -> Path:
-    """Heat map of P(row > column)."""
-    plt = _plt()
-    n = len(groups)
-    fig, ax = plt.subplots(figsize=(1.2 * n + 4, 1.0 * n + 2))
-    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="RdBu")
-    for i, j in itertools.product(range(n), range(n)):
-        if i != j:
-            strong = abs(matrix[i, j] - 0.5) > 0.3  # dark cell: white text
-            ax.text(
-                j,
-                i,
-                f"{matrix[i, j]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if strong else "black",
-            )
-    labels = [g.label for g in groups]
-    ax.set_xticks(range(n), labels, rotation=30, ha="right", fontsize="small")
-    ax.set_yticks(range(n), labels, fontsize="small")
-    ax.set_title(f"P(row > column), final return: {_env_title(env_id)}")
-    fig.colorbar(image, ax=ax, label="probability of improvement")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_profiles(
-    groups: Sequence[GroupStats],
-    taus: np.ndarray,
-    profiles: dict[str, np.ndarray],
-    cis: dict[str, np.ndarray],
-    path: Path,
-    env_id: str,
-) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s, color in zip(groups, _colors(len(groups)), strict=True):
-        ax.plot(taus, profiles[s.group], color=color, label=s.label, lw=1.8)
-        ax.fill_between(taus, cis[s.group][0], cis[s.group][1], color=color, alpha=0.2, lw=0)
-    ax.set_xlabel("final greedy return tau")
-    ax.set_ylabel("fraction of runs with return > tau")
-    ax.set_title(f"performance profile: {_env_title(env_id)}")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _slug(text: str) -> str:
@@ -519,10 +99,10 @@ def write_report(
 
     improvements: list[tuple[str, str, tuple[float, float, float]]] = []
     comparisons: list[str] = []
-    for env_id, groups in _by_env(stats).items():
+    for env_id, groups in by_env(stats).items():
         if len(groups) < 2:
             continue
-        suffix = "" if len(_by_env(stats)) == 1 else f"_{_slug(env_id)}"
+        suffix = "" if len(by_env(stats)) == 1 else f"_{_slug(env_id)}"
         n = len(groups)
         matrix = np.full((n, n), 0.5)
         for (i, x), (j, y) in itertools.combinations(enumerate(groups), 2):

@@ -22,13 +22,13 @@ from typing import Any
 import gymnasium as gym
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from rl_lightning.config import RunConfig
 from rl_lightning.envs import register_envs
-from rl_lightning.estimators import ESTIMATORS
 from rl_lightning.loggers import KINDS as LOGGER_KINDS
+from rl_lightning.networks.build import part_problems
 
 
 class ConfigError(ValueError):
@@ -59,7 +59,16 @@ def _check(
 
 
 # the groups that choose a component class: their keys are that class's parameters
-TARGET_GROUPS = ("arch", "estimator", "exploration", "target", "loss", "optim")
+TARGET_GROUPS = ("arch", "estimator", "exploration", "target", "loss", "optim", "trainer")
+#: keys of a ``callbacks.<name>`` node read by ``builders.build_callbacks``, not passed on
+BUILDER_KEYS = ("enabled",)
+
+
+def component_paths(cfg: DictConfig) -> list[str]:
+    """The config paths of ``_target_`` component nodes: the groups, and each callback."""
+    callbacks = _get(cfg, "callbacks")
+    names = list(callbacks) if isinstance(callbacks, DictConfig) else []
+    return [*TARGET_GROUPS, "buffer.sampler", *(f"callbacks.{name}" for name in names)]
 
 
 def _allowed(what: str, key: str, allowed: list[str]) -> str:
@@ -70,8 +79,9 @@ def _allowed(what: str, key: str, allowed: list[str]) -> str:
 
 def unknown_key_problems(cfg: DictConfig) -> list[str]:
     """Keys the run would not use: outside the structured schema (``rl_lightning/config.py``),
-    or not a parameter of the class a component group names. Hydra rejects such keys from the
-    command line already, except when they are added with ``+``."""
+    or not a parameter of the class a component group names, or of the callable a nested
+    ``_target_`` node names (``arch.encoder``, ``arch.head``, ``exploration.schedule``). Hydra
+    rejects such keys from the command line already, except when they are added with ``+``."""
     problems: list[str] = []
 
     def walk(node: Any, schema: type, prefix: str) -> None:
@@ -85,28 +95,55 @@ def unknown_key_problems(cfg: DictConfig) -> list[str]:
             elif dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
                 walk(node[key], hints[key], f"{full}.")
 
-    walk(cfg, RunConfig, "")
-    for group in TARGET_GROUPS:
-        node = _get(cfg, group)
+    def parameters(node: Any) -> dict[str, inspect.Parameter] | None:
+        """The parameters of the callable a ``_target_`` node names; None if there is none, it
+        cannot be imported (instantiate reports that) or it takes ``**kwargs``."""
         if not isinstance(node, DictConfig) or "_target_" not in node:
-            continue
+            return None
         try:
-            params = inspect.signature(get_class(node._target_)).parameters
-        except Exception:  # not a class, or not importable: instantiate reports it
-            continue
+            params = dict(inspect.signature(get_object(node._target_)).parameters)
+        except Exception:
+            return None
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            continue
-        names = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        for key in map(str, node):
-            if not key.startswith("_") and key not in params:
-                what = f"{group}.{key}={node[key]!r} is not a parameter of {node._target_}"
-                problems.append(_allowed(what, key, names))
+            return None
+        return params
+
+    def check(node: DictConfig, path: str) -> None:
+        """The keys of the ``_target_`` node at ``path``, then of its nested ``_target_`` nodes
+        (``arch.encoder``, ``arch.head``), each against the callable it names."""
+        params = parameters(node)
+        keys = [str(k) for k in node if not str(k).startswith("_")]
+        parts = {k: parameters(node[k]) for k in keys if isinstance(node._get_node(k), DictConfig)}
+        if params is not None:
+            names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+            for key in keys:
+                if key in params or key in BUILDER_KEYS:
+                    continue
+                what = f"{path}.{key}={node[key]!r} is not a parameter of {node._target_}"
+                inner = [f"{path}.{k}.{key}" for k, ps in parts.items() if ps and key in ps]
+                if inner:  # a key of a part written one level up (arch.norm for arch.encoder.norm)
+                    problems.append(
+                        f"{what}: allowed keys are {', '.join(names)} (did you mean {inner[0]}?)"
+                    )
+                else:
+                    problems.append(_allowed(what, key, names))
+        if path == "arch":
+            problems.extend(part_problems(node))
+        for key, part_params in parts.items():
+            if part_params is not None:
+                check(node[key], f"{path}.{key}")
+
+    walk(cfg, RunConfig, "")
+    for group in component_paths(cfg):
+        node = _get(cfg, group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            check(node, group)
     return problems
 
 
 def env_id_problem(env_id: str) -> str | None:
     """A message naming close matches when ``env_id`` is not registered with gymnasium."""
-    register_envs()
+    register_envs(env_id)
     if env_id in gym.registry:
         return None
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -158,21 +195,18 @@ def validate_config(cfg: DictConfig) -> None:
     )
     _check(problems, cfg, "eval.episodes", lambda v: v >= 1, "must be >= 1")
     _check(problems, cfg, "eval.final_episodes", lambda v: v >= 1, "must be >= 1")
-    _check(
-        problems,
-        cfg,
-        "buffer.kind",
-        lambda v: v in ("replay", "online"),
-        "must be one of replay, online",
-    )
+    from rl_lightning.data.samplers import sampler_class  # imports Lightning: only when run
+
+    sampler = _get(cfg, "buffer.sampler._target_")
+    try:
+        online = sampler_class(str(sampler)).online
+    except ValueError:
+        online = None
+        problems.append(
+            f"buffer.sampler._target_={sampler!r}: must name a rl_lightning.data.Sampler "
+            "subclass, e.g. rl_lightning.data.UniformSampler or rl_lightning.data.OnlineSampler"
+        )
     _check(problems, cfg, "buffer.learning_starts_env_steps", lambda v: v >= 0, "must be >= 0")
-    _check(
-        problems,
-        cfg,
-        "estimator.name",
-        lambda v: v in ESTIMATORS,
-        f"must be one of {', '.join(ESTIMATORS)}",
-    )
     _check(problems, cfg, "estimator.n_step", lambda v: v >= 1, "must be >= 1")
     _check(problems, cfg, "optim.lr", *positive)
     _check(
@@ -190,7 +224,7 @@ def validate_config(cfg: DictConfig) -> None:
             lambda v: v in ("offline", "online", "disabled"),
             "must be one of offline, online, disabled",
         )
-    if _get(cfg, "buffer.kind") == "replay":
+    if online is False:  # replay: the configured capacity must hold a batch and the windows
         capacity, batch = _get(cfg, "buffer.capacity"), _get(cfg, "batch_size")
         n_step, num_envs = _get(cfg, "estimator.n_step"), _get(cfg, "env.num_envs") or 1
         if not isinstance(n_step, int) or n_step < 1:  # reported above; no window to check
@@ -279,3 +313,23 @@ class OutputDirCheck(Callback):
         except ConfigError as exc:
             print(f"[rl-train] {exc}", file=sys.stderr)
             sys.exit(2)
+
+
+def on_policy_replay_warning(cfg: DictConfig, estimator: Any) -> str | None:
+    """The lecture's warning: on-policy targets from a large replay buffer are biased."""
+    from rl_lightning.data.samplers import sampler_class  # imports Lightning: only when run
+
+    if sampler_class(cfg.buffer.sampler._target_).online or not estimator.is_on_policy:
+        return None
+    burst = float(cfg.updates_per_batch) * float(cfg.env_steps_per_update)
+    if cfg.buffer.capacity <= 4 * burst:
+        return None
+    what = estimator.describe()  # "SARSA", "a 3-step return"
+    return (
+        f"{what} is an on-policy estimate, but buffer.capacity={cfg.buffer.capacity} keeps "
+        f"transitions from many older policies (one burst collects {burst:.0f} env steps): the "
+        "targets then estimate an old policy's returns and learning is slow or wrong. Learn from "
+        "fresh data with parallel agents instead, e.g. "
+        f"`buffer=online env.num_envs=16 env_steps_per_update=16`, or use "
+        "estimator=q_learning / expected_sarsa with n_step=1. Continuing as configured."
+    )

@@ -123,56 +123,36 @@ def rl_overrides(spec: dict[str, Any]) -> list[str]:
 def worker_rl(spec: dict[str, Any]) -> dict[str, Any]:
     """One rl-lightning run through ``rl_lightning.train.train`` (the code ``rl-train`` runs)."""
     _threads()
-    import pytorch_lightning as pl
-
-    import rl_lightning.train as T
+    from rl_lightning.run import Run
+    from rl_lightning.train import train
 
     captured: dict[str, Any] = {}
-
     ablate = set(spec.get("ablate", []))
 
-    class Module(T.QLearningModule):  # type: ignore[misc,valid-type]
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            captured["module"] = self
+    def on_built(run: Run) -> None:
+        captured["run"] = run
+        if "numpy_acting" in ablate:  # act through torch
+            run.datamodule.collector.policy._numpy = None  # type: ignore[attr-defined]
+        if "direct_updates" in ablate:  # Lightning's manual_backward / LightningOptimizer
+            start = run.module.on_train_start
 
-        def on_train_start(self) -> None:
-            super().on_train_start()
-            if "direct_updates" in ablate:  # Lightning's manual_backward / LightningOptimizer
-                self._direct = False
+            def lightning_updates() -> None:
+                start()
+                run.module._direct = False
 
-    if "numpy_acting" in ablate:  # act through torch
-        import rl_lightning.exploration
+            run.module.on_train_start = lightning_updates  # type: ignore[method-assign]
 
-        rl_lightning.exploration.NumpyMLP.build = staticmethod(lambda network: None)  # type: ignore[method-assign]
-
-    class DataModule(T.ReplayDataModule):  # type: ignore[misc,valid-type]
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            captured["data"] = self
-
-    fit = pl.Trainer.fit
-
-    def timed_fit(self: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        start = time.perf_counter()
-        try:
-            fit(self, *args, **kwargs)
-        finally:
-            captured["fit_s"] = time.perf_counter() - start
-
-    T.QLearningModule = Module  # type: ignore[misc]
-    T.ReplayDataModule = DataModule  # type: ignore[misc]
-    pl.Trainer.fit = timed_fit  # type: ignore[method-assign]
     overrides = rl_overrides(spec)
     cfg = _compose(overrides)
-    summary = T.train(cfg, run_dir=Path(spec["run_dir"]), overrides=overrides)
-    module, data = captured["module"], captured["data"]
+    summary = train(cfg, run_dir=Path(spec["run_dir"]), overrides=overrides, on_built=on_built)
+    run: Run = captured["run"]
+    module, data = run.module, run.datamodule
     updates = int(summary["updates"])
     wall = float(summary["train_wall_s"])
     collect_s = float(data.collector.collect_time_s)
     sample_s = float(data.dataset.sample_time_s)
     learn_s = float(module.learn_time_s)
-    fit_s = float(captured["fit_s"])
+    fit_s = float(run.timings["fit"])
     return {
         "framework": "rl-lightning",
         "overrides": overrides,
@@ -208,7 +188,7 @@ def worker_sb3(spec: dict[str, Any]) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
     from rl_lightning.envs import make_env_from_config
-    from rl_lightning.evaluation import evaluate_greedy
+    from rl_lightning.greedy import evaluate_greedy
 
     if spec["sb3_loss"] == "mse":  # DQN.train calls F.smooth_l1_loss; give it CleanRL's MSE
         sb3_dqn.F = types.SimpleNamespace(smooth_l1_loss=torch.nn.functional.mse_loss)  # type: ignore[assignment]
@@ -274,16 +254,16 @@ def worker_bare(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from rl_lightning.data import ReplayBuffer, VectorCollector
+    from rl_lightning.data import ReplayBuffer, UniformSampler, VectorCollector
 
     torch.manual_seed(0)
     env = gym.make_vec("CartPole-v1", 1, vectorization_mode="sync")
-    buffer = ReplayBuffer(capacity=10_000, num_envs=1, obs_shape=(4,), seed=0)
+    buffer = ReplayBuffer(capacity=10_000, num_envs=1, obs_shape=(4,))
     rng = np.random.default_rng(0)
     VectorCollector(env, lambda obs, t: rng.integers(2, size=len(obs)), buffer, seed=0).collect(
         10_000
     )
-    b = buffer.sample(128, 1).map(torch.from_numpy)
+    b = UniformSampler(seed=0).sample(buffer, 128, 1).map(torch.from_numpy)
     obs, actions, rewards, dones, next_obs = (
         b.obs,
         b.actions,
@@ -340,11 +320,12 @@ def worker_micro(spec: dict[str, Any]) -> dict[str, Any]:
     import gymnasium as gym
     import numpy as np
 
-    from rl_lightning.data import ReplayBuffer, VectorCollector
+    from rl_lightning.data import ReplayBuffer, UniformSampler, VectorCollector
 
     lanes, capacity = 16, int(spec["capacity"])
     env = gym.make_vec("CartPole-v1", lanes)
-    buffer = ReplayBuffer(capacity=capacity, num_envs=lanes, obs_shape=(4,), seed=0)
+    buffer = ReplayBuffer(capacity=capacity, num_envs=lanes, obs_shape=(4,))
+    sampler = UniformSampler(seed=0)
     rng = np.random.default_rng(0)
     collector = VectorCollector(env, lambda obs, t: rng.integers(2, size=len(obs)), buffer, seed=0)
     collector.collect(buffer.rows + 10)  # full, wrapped
@@ -372,8 +353,8 @@ def worker_micro(spec: dict[str, Any]) -> dict[str, Any]:
         "framework": "rl-lightning",
         "capacity": buffer.capacity,
         "lanes": lanes,
-        "sample_128_n3_us": per_call_us(lambda: buffer.sample(128, 3), calls),
-        "sample_128_n1_us": per_call_us(lambda: buffer.sample(128, 1), calls),
+        "sample_128_n3_us": per_call_us(lambda: sampler.sample(buffer, 128, 3), calls),
+        "sample_128_n1_us": per_call_us(lambda: sampler.sample(buffer, 128, 1), calls),
         "add_16_us": per_call_us(lambda: buffer.add(**row), 10 * calls),
     }
 

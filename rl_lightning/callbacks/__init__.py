@@ -1,9 +1,9 @@
 """Lightning callbacks: greedy evaluation, rollout metrics, progress, embeddings, faults."""
 
 from rl_lightning.callbacks.embedding import EmbeddingCallback
-from rl_lightning.callbacks.evaluation import GreedyEvaluationCallback
 from rl_lightning.callbacks.fault_injection import FaultInjectionCallback, InjectedFault
 from rl_lightning.callbacks.monitor import EnvStepProgressBar, RolloutMetricsCallback
+from rl_lightning.callbacks.periodic_eval import GreedyEvaluationCallback
 
 __all__ = [
     "EmbeddingCallback",

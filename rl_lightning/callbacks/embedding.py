@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import importlib.util
 from pathlib import Path
 
-import gymnasium as gym
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
+from rl_lightning.context import RunContext
+from rl_lightning.embedding import INSTALL_HINT, embed_q_network, save_embedding
 from rl_lightning.module import QLearningModule
 
 
@@ -18,46 +20,36 @@ class EmbeddingCallback(pl.Callback):
     the points as ``.npz`` beside it); W&B loggers get the picture as ``embedding/tsne``.
 
     Args:
-        make_env: builds the vector env the episodes are played on (called once).
-        path: the PNG to write.
-        episodes: greedy episodes to play.
-        seed: env and t-SNE seed.
+        context: the run's facts: envs are made with ``make_env``, seeded with ``eval_seed``
+            (also the t-SNE seed); the PNG goes to ``<run_dir>/<filename>``.
+        episodes: greedy episodes to play (on at most 16 env lanes).
         max_points: states kept for t-SNE (a uniform subsample).
         perplexity: t-SNE perplexity.
-        title: the picture's first title line.
+        filename: the PNG's name in the run dir.
     """
 
     def __init__(
         self,
         *,
-        make_env: Callable[[], gym.vector.VectorEnv],
-        path: Path,
+        context: RunContext,
         episodes: int,
-        seed: int,
         max_points: int = 2_000,
         perplexity: float = 30.0,
-        title: str = "",
+        filename: str = "embedding.png",
     ) -> None:
-        try:  # fail at start, not after training, without scikit-learn
-            import sklearn.manifold  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - the dev extra installs it
-            from rl_lightning.embed import INSTALL_HINT
-
-            raise ImportError(INSTALL_HINT) from exc
-
-        self.make_env = make_env
-        self.path = Path(path)
+        if importlib.util.find_spec("sklearn") is None:  # fail at start, not after training
+            raise ImportError(INSTALL_HINT)
+        self.make_env = functools.partial(context.make_env, min(int(episodes), 16))
+        self.path = Path(context.run_dir) / filename
         self.episodes = int(episodes)
-        self.seed = int(seed)
+        self.seed = int(context.eval_seed)
+        self.title = f"{context.env_id}: penultimate layer at the end of training"
         self.max_points = int(max_points)
         self.perplexity = float(perplexity)
-        self.title = title
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: QLearningModule) -> None:  # type: ignore[override]
         if not trainer.is_global_zero:
             return
-        from rl_lightning.embed import embed_q_network, save_embedding
-
         env = self.make_env()
         try:
             embedding = embed_q_network(

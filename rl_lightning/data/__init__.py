@@ -1,14 +1,19 @@
-"""Data path: vector env -> collector -> replay buffer -> dataset -> datamodule."""
+"""Data path: vector env -> collector -> replay buffer -> sampler -> dataset -> datamodule."""
 
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
 from rl_lightning.data.datamodule import ReplayDataModule
 from rl_lightning.data.dataset import ReplayDataset
+from rl_lightning.data.samplers import OnlineSampler, Sampler, UniformSampler, sampler_class
 
 __all__ = [
+    "OnlineSampler",
     "ReplayBuffer",
     "ReplayDataModule",
     "ReplayDataset",
+    "Sampler",
     "TransitionBatch",
+    "UniformSampler",
     "VectorCollector",
+    "sampler_class",
 ]

@@ -1,4 +1,4 @@
-"""The LightningDataModule that owns the environments, the buffer and the stream."""
+"""The LightningDataModule that owns the environments, the buffer, the sampler and the stream."""
 
 from __future__ import annotations
 
@@ -14,26 +14,29 @@ from torch.utils.data import DataLoader
 from rl_lightning.data.buffer import ReplayBuffer
 from rl_lightning.data.collector import Policy, VectorCollector
 from rl_lightning.data.dataset import ReplayDataset
+from rl_lightning.data.samplers import Sampler, UniformSampler
 
 log = logging.getLogger("rl_lightning")
 
 
 class ReplayDataModule(pl.LightningDataModule):
-    """Vector env -> VectorCollector -> ReplayBuffer -> ReplayDataset -> DataLoader.
+    """Vector env -> VectorCollector -> ReplayBuffer -> (sampler) ReplayDataset -> DataLoader.
 
     Args:
         env: the training vector env (NEXT_STEP auto-reset).
         policy: behaviour policy ``(obs, env_step) -> actions``.
         capacity: replay capacity in time steps (all lanes together).
-        seed: seeds the environments' reset and the buffer's sampler.
+        seed: seeds the environments' reset (and, with ``sampler=None``, the sampler: seed + 1).
+        sampler: which stored transitions each update learns from (``buffer.sampler``);
+            None: ``UniformSampler(seed=seed + 1)``.
         save_buffer: whether checkpoints hold the buffer's contents (needed for exact resume).
         **stream: keyword arguments of ``ReplayDataset`` (batch size, n-step, budgets).
 
     Its ``state_dict`` (which Lightning stores in every checkpoint and gives back to
     ``load_state_dict`` on ``trainer.fit(ckpt_path=...)``, before the first item is drawn) holds
     the whole data side of a run: environments, episodes in progress, buffer, the sampler's
-    and the policy's generators, and where the stream stands. Lightning does not restore an
-    ``IterableDataset`` by itself; this does.
+    state (generator, counters) and the policy's generator, and where the stream stands.
+    Lightning does not restore an ``IterableDataset`` by itself; this does.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ReplayDataModule(pl.LightningDataModule):
         policy: Policy,
         capacity: int,
         seed: int,
+        sampler: Sampler | None = None,
         save_buffer: bool = True,
         **stream,
     ) -> None:
@@ -55,10 +59,12 @@ class ReplayDataModule(pl.LightningDataModule):
             num_envs=env.num_envs,
             obs_shape=obs_space.shape,
             obs_dtype=obs_space.dtype,
-            seed=seed + 1,
         )
+        self.sampler = UniformSampler(seed=seed + 1) if sampler is None else sampler
         self.collector = VectorCollector(env, policy, self.buffer, seed=seed)
-        self.dataset = ReplayDataset(collector=self.collector, buffer=self.buffer, **stream)
+        self.dataset = ReplayDataset(
+            collector=self.collector, buffer=self.buffer, sampler=self.sampler, **stream
+        )
 
     def train_dataloader(self) -> DataLoader:
         # batch_size=None: the dataset already yields whole batches; acting must stay in the
@@ -69,6 +75,7 @@ class ReplayDataModule(pl.LightningDataModule):
         """Numpy arrays become tensors: checkpoints stay loadable with ``weights_only=True``."""
         state = {
             "buffer": self.buffer.state_dict(include_arrays=self.save_buffer),
+            "sampler": self.sampler.state_dict(include_arrays=self.save_buffer),
             "collector": self.collector.state_dict(),
             "dataset": self.dataset.state_dict(),
         }
@@ -83,6 +90,9 @@ class ReplayDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = _map_arrays(state_dict, lambda t: t.numpy())
         buffer_restored = self.buffer.load_state_dict(state["buffer"])
+        # checkpoints written before the sampler was split off keep its state in the buffer's
+        sampler_state = state["sampler"] if "sampler" in state else state["buffer"]
+        self.sampler.load_state_dict(sampler_state, buffer_restored=buffer_restored)
         if not self.collector.load_state_dict(state["collector"]):
             log.warning("the checkpoint has no environment state: episodes in progress were cut")
         self.dataset.load_state_dict(state["dataset"], buffer_restored=buffer_restored)

@@ -12,16 +12,19 @@ from torch.utils.data import IterableDataset
 
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
+from rl_lightning.data.samplers import Sampler
 
 
 class ReplayDataset(IterableDataset):
-    """Each item: collect ``updates_per_batch * env_steps_per_update`` env steps, then sample
-    ``updates_per_batch`` minibatches of ``batch_size`` n-step transitions (one gather).
+    """Each item: collect ``updates_per_batch * env_steps_per_update`` env steps, then have
+    ``sampler`` choose ``updates_per_batch`` minibatches of ``batch_size`` n-step transitions
+    from ``buffer`` (one gather).
 
-    With ``online=True`` there is no replay: each item is one update on exactly the transitions
-    collected since the previous item (all lanes, in time order, each used once; ``batch_size``
-    and ``updates_per_batch`` do not apply) -- the lecture's parallel agents for on-policy
-    learning. Warm-up transitions (``learning_starts_env_steps``) are then not learned from.
+    With an online sampler (``sampler.online``, e.g. ``OnlineSampler``) there is no replay:
+    each item is one update on exactly the transitions collected since the previous item (all
+    lanes, in time order, each used once; ``batch_size`` and ``updates_per_batch`` do not
+    apply) -- the lecture's parallel agents for on-policy learning. Warm-up transitions
+    (``learning_starts_env_steps``) are then not learned from.
 
     The stream ends once ``total_env_steps`` real transitions were collected, which ends
     Lightning's single epoch. Warm-up (``learning_starts_env_steps``) happens once, before the
@@ -29,6 +32,7 @@ class ReplayDataset(IterableDataset):
     burst is collected with the weights of the latest update (no prefetch lag).
 
     Batches are ``TransitionBatch`` of tensors shaped ``(K, B, ...)``, K = updates_per_batch.
+    Whenever the sampler has nothing to hand out (None), the stream acts one more vector step.
 
     With ``interleaved=True`` (replay only) an item is an ``InterleavedUpdates``: up to K
     minibatches produced lazily, each after collecting ``env_steps_per_update`` env steps, so
@@ -43,13 +47,13 @@ class ReplayDataset(IterableDataset):
         *,
         collector: VectorCollector,
         buffer: ReplayBuffer,
+        sampler: Sampler,
         batch_size: int,
         n_step: int,
         total_env_steps: int,
         learning_starts_env_steps: int,
         env_steps_per_update: float,
         updates_per_batch: int,
-        online: bool = False,
         interleaved: bool = False,
     ) -> None:
         super().__init__()
@@ -57,6 +61,8 @@ class ReplayDataset(IterableDataset):
             raise ValueError(f"env_steps_per_update must be > 0, got {env_steps_per_update}")
         self.collector = collector
         self.buffer = buffer
+        self.sampler = sampler
+        online = sampler.online  # no replay: one update per rollout
         self.batch_size = batch_size
         self.n_step = n_step
         self.total_env_steps = total_env_steps
@@ -103,7 +109,7 @@ class ReplayDataset(IterableDataset):
             self._collect_until(self._collect_target)
             if self.online:
                 if self.learning_starts_env_steps > 0:  # fresh rollouts only: no warm-up replay
-                    self.buffer.skip_to_newest(self.n_step)
+                    self.sampler.skip_to_newest(self.buffer, self.n_step)
             else:
                 while self.buffer.num_sampleable_rows(self.n_step) < 1:
                     self.collector.collect(1)
@@ -127,8 +133,11 @@ class ReplayDataset(IterableDataset):
         if self.collector.env_steps < self._collect_target:  # else a vector step ran ahead
             self._collect_until(self._collect_target)
         start = time.perf_counter()
-        flat = self.buffer.sample(self.batch_size, self.n_step)
-        batch = TransitionBatch._make([*map(torch.from_numpy, flat[:-1]), self.collector.env_steps])
+        flat = self.sampler.sample(self.buffer, self.batch_size, self.n_step)
+        while flat is None:  # nothing to hand out yet: act on
+            self.collector.collect(1)
+            flat = self.sampler.sample(self.buffer, self.batch_size, self.n_step)
+        batch = flat.map(torch.from_numpy, self.collector.env_steps)
         self.sample_time_s += time.perf_counter() - start
         return batch
 
@@ -139,19 +148,20 @@ class ReplayDataset(IterableDataset):
         return batch
 
     def _sample_now(self) -> TransitionBatch:
-        if self.online:
-            new = self.buffer.take_new(self.n_step)
-            while new is None:  # only auto-reset rows came in: act on
-                self.collector.collect(1)
-                new = self.buffer.take_new(self.n_step)
-            batch = new.map(lambda x: torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0))
-            return batch._replace(env_steps=self.collector.env_steps)
         k, b = self.updates_per_batch, self.batch_size
-        flat = self.buffer.sample(k * b, self.n_step)
-        batch = flat.map(
-            lambda x: torch.from_numpy(np.ascontiguousarray(x)).reshape(k, b, *x.shape[1:])
+        flat = self.sampler.sample(self.buffer, k * b, self.n_step)
+        while flat is None:  # nothing to hand out yet (online: only auto-reset rows came in)
+            self.collector.collect(1)
+            flat = self.sampler.sample(self.buffer, k * b, self.n_step)
+        if self.online:  # one update on however many transitions came in
+            return flat.map(
+                lambda x: torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0),
+                self.collector.env_steps,
+            )
+        return flat.map(
+            lambda x: torch.from_numpy(np.ascontiguousarray(x)).reshape(k, b, *x.shape[1:]),
+            self.collector.env_steps,
         )
-        return batch._replace(env_steps=self.collector.env_steps)
 
 
 class InterleavedUpdates:

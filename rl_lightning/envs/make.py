@@ -6,26 +6,29 @@ from typing import Any
 
 import gymnasium as gym
 
-_REGISTERED = False
+_REGISTERED: set[str] = set()
 
 
-def register_envs() -> None:
-    """Register this package's environments (and ALE's) with gymnasium, once."""
-    global _REGISTERED
-    if _REGISTERED:
+def register_envs(env_id: str | None = None) -> None:
+    """Register this package's environments with gymnasium, once; and ALE's (importing ale-py,
+    about 0.1-0.2 s) only when ``env_id`` needs them -- an ``ALE/`` or ``*NoFrameskip`` id, or
+    one gymnasium does not know yet (``None``: register everything)."""
+    if "own" not in _REGISTERED:
+        gym.register(
+            id="rl_lightning/Chain-v0",
+            entry_point="rl_lightning.envs.chain:ChainEnv",
+            max_episode_steps=20,
+        )
+        _REGISTERED.add("own")
+    if "ale" in _REGISTERED or (env_id is not None and env_id in gym.registry):
         return
-    gym.register(
-        id="rl_lightning/Chain-v0",
-        entry_point="rl_lightning.envs.chain:ChainEnv",
-        max_episode_steps=20,
-    )
     try:
         import ale_py
 
         gym.register_envs(ale_py)
     except ImportError:  # pragma: no cover - ale-py is a dependency, but keep envs usable
         pass
-    _REGISTERED = True
+    _REGISTERED.add("ale")
 
 
 def make_vector_env(
@@ -41,7 +44,7 @@ def make_vector_env(
     ``vectorization_mode=None`` takes the env's own vectorised implementation when it has one
     (CartPole's is much faster than a loop of single envs), else ``sync``.
     """
-    register_envs()
+    register_envs(id)
     kw = dict(kwargs or {})
     if max_episode_steps is not None:
         kw["max_episode_steps"] = max_episode_steps

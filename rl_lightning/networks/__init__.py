@@ -1,19 +1,36 @@
-"""Q-networks: action-out MLPs (linear or dueling head), action-in MLPs, tables, linear models."""
+"""Q-networks: encoders and heads composed from config (``arch.encoder``, ``arch.head``),
+action-in networks, tables, linear models, and ``build_q_network`` that builds any of them."""
 
 from rl_lightning.networks.action_in import ActionInQNetwork
+from rl_lightning.networks.build import build_q_network
+from rl_lightning.networks.encoders import Encoder, MLPEncoder
+from rl_lightning.networks.heads import (
+    DuelingHead,
+    LinearHead,
+    NoisyLinearHead,
+    QHead,
+    linear_head,
+)
 from rl_lightning.networks.linear import FeatureMap, LinearQNetwork
 from rl_lightning.networks.noisy import NoisyLinear
-from rl_lightning.networks.q_network import DuelingHead, MLPEncoder, MLPQNetwork, QNetwork
+from rl_lightning.networks.q_network import ActionOutQNetwork, MLPQNetwork, QNetwork
 from rl_lightning.networks.tabular import TabularQNetwork
 
 __all__ = [
     "ActionInQNetwork",
+    "ActionOutQNetwork",
     "DuelingHead",
+    "Encoder",
     "FeatureMap",
+    "LinearHead",
     "LinearQNetwork",
     "MLPEncoder",
     "MLPQNetwork",
     "NoisyLinear",
+    "NoisyLinearHead",
+    "QHead",
     "QNetwork",
     "TabularQNetwork",
+    "build_q_network",
+    "linear_head",
 ]

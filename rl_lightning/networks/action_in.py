@@ -5,29 +5,39 @@ observation. Q-values of all actions -- for the max, the greedy action, Expected
 from one batched forward pass over all ``B * A`` (s, a) pairs, so the rest of the code cannot
 tell it from an action-out network. It costs A times the compute of an action-out pass; it is
 the architecture that scales to large or structured action spaces.
+
+Its encoder is ``arch.encoder`` (as for ``arch=mlp``), built over the flat ``[s, encode(a)]``
+vector, so only encoders of flat vectors fit (``mlp``); its head is one scalar output, so
+``arch.head`` does not apply.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from rl_lightning.networks.q_network import MLPEncoder, linear_layer
+from rl_lightning.networks.encoders import Encoder
+from rl_lightning.networks.noisy import linear_layer
 
 ACTION_ENCODINGS = ("one_hot", "embedding")
 
 
 class ActionInQNetwork(nn.Module):
-    """An MLP over ``concat(flatten(s), encode(a))`` with a scalar output.
+    """An encoder over ``concat(flatten(s), encode(a))`` with a linear scalar output.
+
+    Built in this order (the order of the random initialisation): the action embedding (if
+    any), ``encoder(obs_shape=(prod(obs_shape) + action_width,))``, the output layer.
 
     Args:
         obs_shape, num_actions: runtime facts.
-        hidden_sizes, activation, dropout, norm, noisy: as for ``MLPQNetwork``.
+        encoder: builds the encoder of the pair (``arch.encoder``, e.g. a partial
+            ``MLPEncoder``); it receives the flat pair width as ``obs_shape``.
         action_encoding: ``one_hot`` | ``embedding``.
         embedding_dim: width of the learned action embedding.
+        noisy: a noisy output layer (exploration=noisy; the encoder gets its own ``noisy``).
     """
 
     def __init__(
@@ -35,13 +45,10 @@ class ActionInQNetwork(nn.Module):
         *,
         obs_shape: Sequence[int],
         num_actions: int,
-        hidden_sizes: Sequence[int] = (128, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        norm: str = "none",
-        noisy: bool = False,
+        encoder: Callable[..., Encoder],
         action_encoding: str = "one_hot",
         embedding_dim: int = 8,
+        noisy: bool = False,
     ) -> None:
         super().__init__()
         if action_encoding not in ACTION_ENCODINGS:
@@ -55,14 +62,7 @@ class ActionInQNetwork(nn.Module):
         if action_encoding == "embedding":
             self.embedding = nn.Embedding(num_actions, embedding_dim)
             action_width = embedding_dim
-        self.encoder = MLPEncoder(
-            in_features=math.prod(obs_shape) + action_width,
-            hidden_sizes=list(hidden_sizes),
-            activation=activation,
-            dropout=dropout,
-            norm=norm,
-            noisy=noisy,
-        )
+        self.encoder = encoder(obs_shape=(math.prod(obs_shape) + action_width,))
         self.head = linear_layer(self.encoder.out_features, 1, noisy=noisy)
 
     def _encode_actions(self, actions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

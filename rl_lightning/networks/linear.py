@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rl_lightning.networks.q_network import QNetwork, linear_layer
+from rl_lightning.networks.noisy import linear_layer
+from rl_lightning.networks.q_network import QNetwork
 
 FEATURES = ("raw", "polynomial", "rbf")
 

@@ -51,3 +51,14 @@ class NoisyLinear(nn.Module):
         if self.bias_mu is not None and self.bias_sigma is not None:
             bias = self.bias_mu + self.bias_sigma * eps_out
         return nn.functional.linear(x, weight, bias)
+
+
+def linear_layer(
+    in_features: int, out_features: int, *, noisy: bool, bias: bool = True
+) -> nn.Module:
+    """``nn.Linear``, or ``NoisyLinear`` when ``noisy`` (exploration=noisy)."""
+    return (
+        NoisyLinear(in_features, out_features, bias=bias)
+        if noisy
+        else nn.Linear(in_features, out_features, bias=bias)
+    )

@@ -14,7 +14,8 @@ summation order differs, about 1e-7): a greedy action can only differ between tw
 whose values agree to that precision.
 
 Only plain stacks are mirrored: ``QNetwork`` with an ``nn.Sequential`` encoder of
-``Flatten`` / ``Linear`` / ``ReLU`` / ``Tanh`` / ``Identity`` and an ``nn.Linear`` head, float32
+``Flatten`` / ``Linear`` / ``ReLU`` / ``Tanh`` / ``Identity`` and an ``nn.Linear`` or
+``LinearHead`` head (``arch/encoder=mlp`` with ``arch/head=linear``), float32
 parameters on the CPU, no hooks. Anything else (dueling or noisy heads, normalisation, dropout,
 tables, action-in networks) acts through torch.
 """
@@ -27,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rl_lightning.networks.q_network import MLPEncoder, QNetwork
+from rl_lightning.networks.encoders import MLPEncoder
+from rl_lightning.networks.heads import LinearHead
+from rl_lightning.networks.q_network import QNetwork
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Identity: "identity"}
 
@@ -48,7 +51,7 @@ def _plan(network: nn.Module) -> list[Any] | None:
     if type(network).features is not QNetwork.features or _has_hooks(network):
         return None
     encoder, head = network.encoder, network.head
-    if not isinstance(encoder, nn.Sequential) or type(head) is not nn.Linear:
+    if not isinstance(encoder, nn.Sequential) or type(head) not in (nn.Linear, LinearHead):
         return None
     if type(encoder).forward not in (nn.Sequential.forward, MLPEncoder.forward):
         return None

@@ -5,98 +5,28 @@ Every Q-network maps observations ``(B, *obs_shape)`` to Q-values of all actions
 exposes ``features`` (the penultimate layer, for embeddings such as t-SNE). Estimators,
 exploration and evaluation only use these three, so action-out and action-in networks, tables
 and linear models are interchangeable.
+
+``ActionOutQNetwork`` is what ``arch=mlp`` builds: any encoder (``arch.encoder``,
+``networks/encoders.py``) under any head (``arch.head``, ``networks/heads.py``), each built
+from its own config node, with the runtime facts passed in.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from rl_lightning.networks.noisy import NoisyLinear
+from rl_lightning.networks.encoders import Encoder, MLPEncoder
+from rl_lightning.networks.heads import DuelingHead, linear_head
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
-NORMS = ("none", "batchnorm", "layernorm")
-HEADS = ("linear", "dueling")
-
-
-def linear_layer(
-    in_features: int, out_features: int, *, noisy: bool, bias: bool = True
-) -> nn.Module:
-    return (
-        NoisyLinear(in_features, out_features, bias=bias)
-        if noisy
-        else nn.Linear(in_features, out_features, bias=bias)
-    )
-
-
-class MLPEncoder(nn.Sequential):
-    """Flatten, then ``Linear -> [norm] -> activation -> [dropout]`` for each hidden size.
-
-    ``hidden_sizes=[]`` is the identity on the flattened observation.
-    """
-
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        hidden_sizes: Sequence[int],
-        activation: str = "relu",
-        dropout: float = 0.0,
-        norm: str = "none",
-        noisy: bool = False,
-    ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"arch.activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
-        if norm not in NORMS:
-            raise ValueError(f"arch.norm={norm!r} is not one of {NORMS}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"arch.dropout={dropout} must be in [0, 1)")
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size in hidden_sizes:
-            layers.append(linear_layer(width, size, noisy=noisy))
-            if norm == "batchnorm":
-                layers.append(nn.BatchNorm1d(size))
-            elif norm == "layernorm":
-                layers.append(nn.LayerNorm(size))
-            layers.append(ACTIVATIONS[activation]())
-            if dropout > 0.0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        super().__init__(*layers)
-        self.out_features = width
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """The layers in order; the leading Flatten is skipped for an already flat batch
-        ``(B, F)``, where it is the identity (one module call and one op less per pass)."""
-        layers = iter(self._modules.values())
-        if input.dim() == 2:
-            next(layers)  # layer 0 is the Flatten
-        for layer in layers:
-            input = layer(input)
-        return input
-
-
-class DuelingHead(nn.Module):
-    """Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (Wang et al., 2016)."""
-
-    def __init__(self, in_features: int, num_actions: int, *, noisy: bool = False) -> None:
-        super().__init__()
-        self.value = linear_layer(in_features, 1, noisy=noisy)
-        self.advantage = linear_layer(in_features, num_actions, noisy=noisy)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        advantage = self.advantage(features)
-        return self.value(features) + advantage - advantage.mean(dim=-1, keepdim=True)
+#: ``encoder(obs_shape=...) -> Encoder`` with ``out_features`` (a class, or a ``_partial_``)
+EncoderFactory = Callable[..., Encoder]
+#: ``head(in_features=..., num_actions=...) -> nn.Module`` mapping (B, F) -> (B, A)
+HeadFactory = Callable[..., nn.Module]
+HEADS: dict[str, HeadFactory] = {"linear": linear_head, "dueling": DuelingHead}
 
 
 class QNetwork(nn.Module):
@@ -124,21 +54,44 @@ class QNetwork(nn.Module):
         return self(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
 
 
-class MLPQNetwork(QNetwork):
-    """A multi-layer perceptron with an action-out head (linear or dueling).
+class ActionOutQNetwork(QNetwork):
+    """Q(s, .) = head(encoder(s)) with the parts built from their factories, encoder first.
+
+    ``encoder(obs_shape=obs_shape)`` must return a module with ``out_features`` (the feature
+    width F); ``head(in_features=F, num_actions=num_actions)`` a module ``(B, F) -> (B, A)``.
+    From config both are ``_partial_`` instantiations of ``arch.encoder`` and ``arch.head``
+    (``networks.build.build_q_network``); in code, classes or ``functools.partial``s.
 
     Args:
-        obs_shape: observation shape (runtime fact, flattened).
-        num_actions: number of discrete actions (runtime fact).
-        hidden_sizes: widths of the hidden layers (``[]``: a linear model of the observation;
-            over one-hot observations with ``bias=False`` that is a table).
-        activation: nonlinearity after each hidden layer.
-        dropout: dropout probability after each hidden layer (0: none).
-        norm: ``none`` | ``batchnorm`` | ``layernorm`` after each hidden linear layer.
+        obs_shape, num_actions: runtime facts.
+        encoder: builds the encoder (``conf/arch/encoder/``).
+        head: builds the head (``conf/arch/head/``).
+    """
+
+    def __init__(
+        self,
+        *,
+        obs_shape: Sequence[int],
+        num_actions: int,
+        encoder: EncoderFactory,
+        head: HeadFactory,
+    ) -> None:
+        encoder_module = encoder(obs_shape=tuple(obs_shape))
+        head_module = head(in_features=encoder_module.out_features, num_actions=num_actions)
+        super().__init__(encoder_module, head_module)
+
+
+class MLPQNetwork(ActionOutQNetwork):
+    """Shorthand for ``ActionOutQNetwork`` with an ``MLPEncoder`` and a head named by a string,
+    for code and tests; configs compose ``arch.encoder`` and ``arch.head`` instead.
+
+    Args:
+        obs_shape, num_actions: runtime facts.
+        hidden_sizes, activation, dropout, norm: the ``MLPEncoder``'s.
         head: ``linear`` | ``dueling``.
-        noisy: factorised Gaussian noisy linear layers everywhere (NoisyNet exploration).
-        bias: whether the output layer has a bias.
-        init_zero: zero the output layer (Q = 0 everywhere at the start).
+        noisy: noisy linear layers everywhere (encoder and head).
+        bias: whether the linear head has a bias (ignored by the dueling head).
+        init_zero: zero the head (Q = 0 everywhere at the start).
     """
 
     def __init__(
@@ -156,21 +109,20 @@ class MLPQNetwork(QNetwork):
         init_zero: bool = False,
     ) -> None:
         if head not in HEADS:
-            raise ValueError(f"arch.head={head!r} is not one of {HEADS}")
-        encoder = MLPEncoder(
-            in_features=math.prod(obs_shape),
-            hidden_sizes=list(hidden_sizes),
-            activation=activation,
-            dropout=dropout,
-            norm=norm,
-            noisy=noisy,
+            raise ValueError(f"head={head!r} is not one of {sorted(HEADS)}")
+        head_options: dict[str, bool] = {"noisy": noisy, "init_zero": init_zero}
+        if head == "linear":
+            head_options["bias"] = bias
+        super().__init__(
+            obs_shape=obs_shape,
+            num_actions=num_actions,
+            encoder=functools.partial(
+                MLPEncoder,
+                hidden_sizes=list(hidden_sizes),
+                activation=activation,
+                dropout=dropout,
+                norm=norm,
+                noisy=noisy,
+            ),
+            head=functools.partial(HEADS[head], **head_options),
         )
-        head_module: nn.Module
-        if head == "dueling":
-            head_module = DuelingHead(encoder.out_features, num_actions, noisy=noisy)
-        else:
-            head_module = linear_layer(encoder.out_features, num_actions, noisy=noisy, bias=bias)
-        if init_zero:
-            for p in head_module.parameters():
-                nn.init.zeros_(p)
-        super().__init__(encoder, head_module)

@@ -20,9 +20,9 @@ NUM_STATES = 6
 
 TABLE_OVERRIDES = [
     "env=chain",
-    "arch.hidden_sizes=[]",
-    "arch.bias=false",
-    "arch.init_zero=true",
+    "arch.encoder.hidden_sizes=[]",
+    "arch.head.bias=false",
+    "arch.head.init_zero=true",
     # uniform behaviour: epsilon = 1 from the first step to the last
     "exploration.schedule.start=1.0",
     "exploration.schedule.end=1.0",
@@ -90,7 +90,7 @@ def test_optimal_q_by_hand() -> None:
 def test_q_learning_from_uniform_behaviour_finds_q_star(
     compose_config, tmp_path, estimator
 ) -> None:
-    overrides = [*TABLE_OVERRIDES, f"estimator.name={estimator}"]
+    overrides = [*TABLE_OVERRIDES, f"estimator={estimator}"]
     cfg = compose_config(overrides)
     summary = train(cfg, run_dir=tmp_path, overrides=overrides)
     assert summary["status"] == "completed"
@@ -103,7 +103,7 @@ def test_q_learning_from_uniform_behaviour_finds_q_star(
 
 
 def test_expected_sarsa_from_uniform_behaviour_finds_q_uniform(compose_config, tmp_path) -> None:
-    overrides = [*TABLE_OVERRIDES, "estimator.name=expected_sarsa"]
+    overrides = [*TABLE_OVERRIDES, "estimator=expected_sarsa"]
     cfg = compose_config(overrides)
     summary = train(cfg, run_dir=tmp_path, overrides=overrides)
     assert summary["status"] == "completed"
@@ -117,7 +117,7 @@ def test_sarsa_from_uniform_behaviour_finds_q_uniform(compose_config, tmp_path) 
     # SARSA's bootstrap a_{t+1} is random here, so its targets are noisy: a smaller step, more data
     overrides = [
         *TABLE_OVERRIDES,
-        "estimator.name=sarsa",
+        "estimator=sarsa",
         "optim.lr=0.05",
         "batch_size=128",
         "total_env_steps=20000",

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import torch
 
+from rl_lightning.builders import build_q_network, make_env
 from rl_lightning.envs import chain_optimal_q
-from rl_lightning.train import CHECKPOINT_NAME, build_q_network, make_env, train
+from rl_lightning.train import CHECKPOINT_NAME, train
 
 GAMMA = 0.9
 NUM_STATES = 6
@@ -48,7 +49,11 @@ COMMON = [
     "eval.final_episodes=4",
 ]
 # a linear layer without bias over one-hot states: a table
-LINEAR_TABLE = ["arch.hidden_sizes=[]", "arch.bias=false", "arch.init_zero=true"]
+LINEAR_TABLE = [
+    "arch.encoder.hidden_sizes=[]",
+    "arch.head.bias=false",
+    "arch.head.init_zero=true",
+]
 # replay as in test_chain_learning.py: deterministic targets, a step of ~0.1 per update
 REPLAY = [
     "optim.lr=0.5",

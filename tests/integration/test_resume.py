@@ -166,7 +166,9 @@ def test_sigterm_writes_a_checkpoint_and_interrupted_summary_then_resumes(
     assert checkpoint.is_file()
     assert checkpoint.name == f"step-{summary['env_steps']:012d}.ckpt"
     assert 1000 <= summary["env_steps"] < 4000
-    assert summary["updates"] > 0
+    # the summary states where the checkpoint it names stopped
+    state = torch.load(checkpoint, weights_only=True)["rl_lightning_resume"]
+    assert (state["env_steps"], state["updates"]) == (summary["env_steps"], summary["updates"])
     resumed = resume(run_dir, tmp_path)
     assert resumed["resumed_from"] == str(checkpoint)
     assert_same_run(reference, run_dir)
@@ -343,7 +345,10 @@ def test_checkpoints_are_loadable_with_weights_only(tmp_path: Path) -> None:
     ckpt = torch.load(checkpoints[-1], weights_only=True)
     state = ckpt["rl_lightning_resume"]
     assert state["env_steps"] == int(checkpoints[-1].stem.split("-")[1])
-    assert state["csv_rows"] > 0
+    # the metric rows written by then: those up to its env step (the crash flushed later ones)
+    rows = metric_rows(run_dir)
+    assert state["csv_rows"] == sum(int(row["step"]) <= state["env_steps"] for row in rows)
+    assert 0 < state["csv_rows"] < len(rows)
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
     assert ckpt["ReplayDataModule"]["collector"]["env"] is not None  # CartPole pickles
 
@@ -376,7 +381,7 @@ def test_slurm_requeue_signal_then_the_requeued_job_resumes_by_itself(
 
     sender = threading.Thread(target=signal_after_first_checkpoint, daemon=True)
     sender.start()
-    from rl_lightning.checkpointing import TrainingInterrupted
+    from rl_lightning.signals import TrainingInterrupted
 
     with pytest.raises(TrainingInterrupted) as stopped:
         run(BASE, run_dir)

@@ -104,16 +104,16 @@ def test_ablation_variants_set_what_they_name(compose_config) -> None:
     for option, (cls, value) in target.items():
         cfg = cfg_of("experiment=ablation_target", f"ablation/target={option}")
         assert cfg.target._target_.endswith(cls)
-        assert cfg.estimator.name == "q_learning" and cfg.estimator.n_step == 1
+        assert cfg.estimator._target_.endswith(".QLearning") and cfg.estimator.n_step == 1
         if cls == "HardTargetUpdate":
             assert cfg.target.every_updates == value
         elif cls == "PolyakTargetUpdate":
             assert (cfg.target.coefficient, cfg.target.every_updates) == (value, 1)
     estimators = {
-        "q_learning": ("q_learning", 1),
-        "sarsa": ("sarsa", 1),
-        "expected_sarsa": ("expected_sarsa", 1),
-        "q_learning_15step": ("q_learning", 15),
+        "q_learning": ("QLearning", 1),
+        "sarsa": ("Sarsa", 1),
+        "expected_sarsa": ("ExpectedSarsa", 1),
+        "q_learning_15step": ("QLearning", 15),
     }
     for option, (name, n_step) in estimators.items():
         for data in ("replay", "online"):
@@ -122,17 +122,21 @@ def test_ablation_variants_set_what_they_name(compose_config) -> None:
                 f"ablation/estimator={option}",
                 f"ablation/data={data}",
             )
-            assert (cfg.estimator.name, cfg.estimator.n_step) == (name, n_step)
-            assert cfg.buffer.kind == data and cfg.env.num_envs == 16
+            assert cfg.estimator._target_.rsplit(".", 1)[1] == name
+            assert cfg.estimator.n_step == n_step
+            sampler = {"replay": "UniformSampler", "online": "OnlineSampler"}[data]
+            assert cfg.buffer.sampler._target_ == f"rl_lightning.data.{sampler}"
+            assert cfg.env.num_envs == 16
             if data == "replay":
                 assert cfg.buffer.capacity == 100_000
             else:
                 assert cfg.env_steps_per_update == 16
     for lanes in (1, 4, 16):
         cfg = cfg_of("experiment=ablation_parallel_agents", f"env.num_envs={lanes}")
-        assert cfg.env.num_envs == lanes and cfg.buffer.kind == "replay"
+        assert cfg.env.num_envs == lanes
+        assert cfg.buffer.sampler._target_ == "rl_lightning.data.UniformSampler"
     cfg = cfg_of("experiment=ablation_batchnorm")
-    assert cfg.arch.norm == "batchnorm"
+    assert cfg.arch.encoder.norm == "batchnorm"
 
 
 def compose_hydra(overrides: list[str]):

@@ -33,7 +33,7 @@ import json, logging, sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
 import rl_lightning.train as rl_train
-from rl_lightning.loggers import finish_wandb
+from rl_lightning.loggers import build_loggers, finish_wandb
 
 what, run_dir, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 messages = []
@@ -41,22 +41,19 @@ class Collect(logging.Handler):
     def emit(self, record):
         messages.append(record.getMessage())
 logging.getLogger("rl_lightning").addHandler(Collect())
+logging.getLogger("rl_lightning").setLevel(logging.INFO)
 setup_s = []
-build_loggers = rl_train.build_loggers
-def timed_build_loggers(*args, **kwargs):
-    start = time.perf_counter()
-    loggers = build_loggers(*args, **kwargs)
-    for logger in loggers:
-        logger.experiment  # wandb.init: the set-up the run waits for
-    setup_s.append(time.perf_counter() - start)
-    return loggers
-rl_train.build_loggers = timed_build_loggers
 with initialize_config_dir(config_dir=rl_train.CONFIG_DIR, version_base="1.3"):
     cfg = compose("config", overrides=overrides)
-if what == "train":
+if what == "train":  # the run logs how long its loggers took to be ready
     rl_train.train(cfg, run_dir=run_dir, overrides=overrides)
+    setup_s = [float(m.split()[-2]) for m in messages if m.startswith("loggers ready in")]
+    messages = [m for m in messages if not m.startswith(("loggers ready", "checkpoints:"))]
 else:
-    timed_build_loggers(cfg.logger, run_dir=run_dir, config={}, overrides=overrides)
+    start = time.perf_counter()
+    for logger in build_loggers(cfg.logger, run_dir=run_dir, config={}, overrides=overrides):
+        logger.experiment  # wandb.init: the set-up the run waits for
+    setup_s.append(time.perf_counter() - start)
     finish_wandb()
 print(json.dumps({"setup_s": setup_s, "messages": messages}))
 """

@@ -1,4 +1,5 @@
-"""ReplayBuffer: ring wrap-around, NEXT_STEP auto-reset rows, n-step windows, and the collector.
+"""ReplayBuffer + UniformSampler: ring wrap-around, NEXT_STEP auto-reset rows, n-step windows,
+the collector, and the sampler interface (state round trips, the priority-update hook).
 
 The hand-made tests encode the identity of every row in its observation (and action, reward),
 so a sampled transition can be matched exactly against a reference computed from a plain
@@ -7,15 +8,29 @@ Python description of the episodes, independent of the buffer's row layout.
 
 from __future__ import annotations
 
+import io
+import operator
 from collections import Counter
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
 
-from rl_lightning.data.buffer import ReplayBuffer
+from rl_lightning.data import ReplayDataModule, ReplayDataset
+from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
+from rl_lightning.data.samplers import UniformSampler, sampler_class
+from rl_lightning.envs import make_vector_env
+from rl_lightning.estimators.q_learning import QLearning
+from rl_lightning.exploration import Actor, EpsilonGreedy, LinearSchedule
+from rl_lightning.losses import TDLoss
+from rl_lightning.module import QLearningModule
+from rl_lightning.networks import MLPQNetwork
+from rl_lightning.target_updates import HardTargetUpdate
 
 # -- (a) ring wrap-around --------------------------------------------------------------------
 
@@ -33,7 +48,8 @@ def lane_step(t: int, num_envs: int = 2) -> dict[str, np.ndarray]:
 
 
 def test_wrap_around_keeps_only_the_newest_rows() -> None:
-    buf = ReplayBuffer(capacity=8, num_envs=2, obs_shape=(1,), seed=0)  # 4 rows per lane
+    buf = ReplayBuffer(capacity=8, num_envs=2, obs_shape=(1,))  # 4 rows per lane
+    sampler = UniformSampler(seed=0)
     assert (buf.rows, buf.capacity, len(buf)) == (4, 8, 0)
     for t in range(3):
         buf.add(**lane_step(t))
@@ -48,7 +64,7 @@ def test_wrap_around_keeps_only_the_newest_rows() -> None:
 
     # 1-step transitions need rows t and t+1: starts 6, 7, 8 (7 -> 8 crosses the slot wrap)
     assert buf.num_sampleable_rows(1) == 3
-    batch = buf.sample(2000, n_step=1)
+    batch = sampler.sample(buf, 2000, 1)
     obs = batch.obs[:, 0]
     assert set(obs.tolist()) == {60.0, 61.0, 70.0, 71.0, 80.0, 81.0}
     np.testing.assert_array_equal(batch.next_obs[:, 0], obs + 10.0)  # s_{t+1} of the same lane
@@ -61,7 +77,7 @@ def test_wrap_around_keeps_only_the_newest_rows() -> None:
 
     # 3-step windows need rows t .. t+3: only start 6 (rows 6..9)
     assert buf.num_sampleable_rows(3) == 1
-    batch = buf.sample(50, n_step=3)
+    batch = sampler.sample(buf, 50, 3)
     assert set(batch.obs[:, 0].tolist()) == {60.0, 61.0}
     np.testing.assert_array_equal(batch.next_obs[:, 0], batch.obs[:, 0] + 30.0)
     np.testing.assert_array_equal(batch.rewards, np.tile([3.0, 3.5, 4.0], (50, 1)))  # 0.5 t
@@ -171,8 +187,10 @@ def reference_windows(n: int, rows_per_lane: int) -> dict[float, tuple]:
     return windows
 
 
-def sampled_windows(buf: ReplayBuffer, n: int, size: int) -> tuple[list[float], list[tuple]]:
-    batch = buf.sample(size, n_step=n)
+def sampled_windows(
+    buf: ReplayBuffer, n: int, size: int, seed: int
+) -> tuple[list[float], list[tuple]]:
+    batch = UniformSampler(seed=seed).sample(buf, size, n)
     starts = batch.obs[:, 0].tolist()
     got = [
         (int(a), tuple(r.tolist()), int(k), float(d), float(o2[0]), int(a2))
@@ -192,7 +210,7 @@ def sampled_windows(buf: ReplayBuffer, n: int, size: int) -> tuple[list[float], 
 @pytest.mark.parametrize("rows_per_lane", [NUM_ROWS, 8])  # 8: the ring has wrapped
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_every_sample_is_a_true_window(n: int, rows_per_lane: int) -> None:
-    buf = ReplayBuffer(capacity=2 * rows_per_lane, num_envs=2, obs_shape=(1,), seed=n)
+    buf = ReplayBuffer(capacity=2 * rows_per_lane, num_envs=2, obs_shape=(1,))
     write_lanes(buf)
     expected = reference_windows(n, rows_per_lane)
     reset_obs = {
@@ -201,7 +219,7 @@ def test_every_sample_is_a_true_window(n: int, rows_per_lane: int) -> None:
         for e, ep in enumerate(eps)
         if ep.end
     }
-    starts, got = sampled_windows(buf, n, 5000)
+    starts, got = sampled_windows(buf, n, 5000, seed=n)
     assert not reset_obs & set(starts), "an auto-reset row was sampled as a transition start"
     for start, window in zip(starts, got, strict=True):
         assert start in expected, f"start {start} is not a sampleable real step"
@@ -214,9 +232,9 @@ def test_every_sample_is_a_true_window(n: int, rows_per_lane: int) -> None:
 
 
 def test_three_step_windows_by_hand() -> None:
-    buf = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,), seed=3)
+    buf = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,))
     write_lanes(buf)
-    starts, got = sampled_windows(buf, 3, 5000)
+    starts, got = sampled_windows(buf, 3, 5000, seed=3)
     by_start = dict(zip(starts, got, strict=True))
     # (action, rewards, n_steps, terminated, next_obs, next_action)
     # lane 0 episode 0: s_0 s_1 s_2 -> terminated in s_3; rewards 0.5 1.5 2.5
@@ -277,11 +295,12 @@ def test_num_sampleable_rows(written: int, n: int, expected: int) -> None:
     for t in range(written):
         buf.add(**lane_step(t))
     assert buf.num_sampleable_rows(n) == expected
+    sampler = UniformSampler()
     if expected == 0:
         with pytest.raises(RuntimeError, match="collect more steps"):
-            buf.sample(4, n_step=n)
+            sampler.sample(buf, 4, n)
     else:
-        batch = buf.sample(400, n_step=n)
+        batch = sampler.sample(buf, 400, n)
         # the sampled start rows are exactly the `expected` newest-but-n rows
         starts = np.floor(batch.obs[:, 0] / 10.0).astype(int)
         oldest = max(0, written - 5)
@@ -294,7 +313,7 @@ def test_buffer_validation() -> None:
     buf = ReplayBuffer(capacity=10, num_envs=3, obs_shape=(1,))
     assert (buf.rows, buf.capacity) == (3, 9)  # 10 // 3 rows per lane
     with pytest.raises(ValueError, match="n_step"):
-        buf.sample(1, n_step=0)
+        UniformSampler().sample(buf, 1, 0)
 
 
 # -- the real collector on CartPole ----------------------------------------------------------
@@ -307,7 +326,7 @@ X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * np.pi / 360
 def cartpole_run() -> tuple[ReplayBuffer, VectorCollector, int]:
     env = gym.make_vec("CartPole-v1", 3)
     vector_steps = 700  # 2100 rows, about 90 random-policy episodes
-    buf = ReplayBuffer(capacity=3 * vector_steps, num_envs=3, obs_shape=(4,), seed=0)
+    buf = ReplayBuffer(capacity=3 * vector_steps, num_envs=3, obs_shape=(4,))
     rng = np.random.default_rng(0)
     collector = VectorCollector(
         env, lambda obs, step: rng.integers(2, size=obs.shape[0]), buf, seed=0
@@ -352,7 +371,7 @@ def test_collector_episode_bookkeeping(cartpole_run) -> None:
 
 def test_sampled_cartpole_transitions_are_physical_steps(cartpole_run) -> None:
     buf, _, _ = cartpole_run
-    batch = buf.sample(5000, n_step=1)
+    batch = UniformSampler(seed=0).sample(buf, 5000, 1)
     assert (batch.n_steps == 1).all()
     obs, nxt = batch.obs, batch.next_obs
     # never a reset jump: the cart moves by tau * x_dot (|x_dot| < 5 here) per step
@@ -370,7 +389,7 @@ def test_sampled_cartpole_transitions_are_physical_steps(cartpole_run) -> None:
 
 def test_sampled_cartpole_windows_stop_at_the_episode_end(cartpole_run) -> None:
     buf, _, _ = cartpole_run
-    batch = buf.sample(5000, n_step=3)
+    batch = UniformSampler(seed=1).sample(buf, 5000, 3)
     k = batch.n_steps
     # no truncation within 700 steps of a random policy: a short window always terminated;
     # a full window terminated only if its third step ended the episode
@@ -382,3 +401,240 @@ def test_sampled_cartpole_windows_stop_at_the_episode_end(cartpole_run) -> None:
     nxt = batch.next_obs
     outside = (np.abs(nxt[:, 0]) > X_LIMIT) | (np.abs(nxt[:, 2]) > THETA_LIMIT)
     np.testing.assert_array_equal(outside, batch.terminated == 1.0)
+
+
+# -- the sampler interface -------------------------------------------------------------------
+
+
+def filled_buffer(
+    num_envs: int = 2, rows_per_lane: int = 8, vector_steps: int = 20
+) -> ReplayBuffer:
+    """A wrapped buffer of ``lane_step`` rows: slot s holds observation 10 t + lane, so every
+    sampled observation names the flat slot it came from."""
+    buf = ReplayBuffer(capacity=num_envs * rows_per_lane, num_envs=num_envs, obs_shape=(1,))
+    for t in range(vector_steps):
+        buf.add(**lane_step(t, num_envs))
+    return buf
+
+
+def slots_of(buf: ReplayBuffer, obs: np.ndarray) -> np.ndarray:
+    """The flat slots ``(t % rows) * N + lane`` of observations ``10 t + lane``."""
+    t, lane = np.divmod(np.asarray(obs).reshape(-1).astype(np.int64), 10)
+    return (t % buf.rows) * buf.num_envs + lane
+
+
+def through_a_checkpoint_file(state: dict) -> dict:
+    """Saved and loaded as Lightning checkpoints are resumed (``weights_only=True``)."""
+    stream = io.BytesIO()
+    torch.save(state, stream)
+    stream.seek(0)
+    return torch.load(stream, weights_only=True)
+
+
+def assert_same_batches(a: TransitionBatch, b: TransitionBatch) -> None:
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y
+
+
+def test_uniform_sampler_state_round_trip() -> None:
+    buf = filled_buffer()
+    sampler = UniformSampler(seed=4)
+    sampler.sample(buf, 32, 2)  # the generator has moved on
+    state = through_a_checkpoint_file(sampler.state_dict())
+    restored = UniformSampler(seed=99)
+    restored.load_state_dict(state, buffer_restored=False)  # the generator is kept either way
+    for _ in range(3):
+        assert_same_batches(sampler.sample(buf, 64, 2), restored.sample(buf, 64, 2))
+    assert not UniformSampler.online and not UniformSampler.needs_td_errors
+
+
+def test_the_buffer_state_holds_the_storage_only() -> None:
+    buf = filled_buffer()
+    state = buf.state_dict(include_arrays=False)
+    assert state == {"rows": 8, "num_envs": 2, "rows_written": 20}  # no generator, no counters
+    other = filled_buffer(vector_steps=3)
+    assert other.load_state_dict(state) is False  # emptied: refilled after a resume
+    assert (other.rows_written, len(other)) == (0, 0)
+    assert other.load_state_dict(buf.state_dict()) is True
+    assert other.rows_written == 20
+    np.testing.assert_array_equal(other.obs, buf.obs)
+
+
+def test_the_datamodule_checkpoints_the_sampler_and_reads_the_old_layout() -> None:
+    def datamodule(seed: int) -> ReplayDataModule:
+        return ReplayDataModule(
+            env=make_vector_env(id="CartPole-v1", num_envs=2),
+            policy=lambda obs, step: np.zeros(len(obs), dtype=np.int64),
+            capacity=100,
+            seed=seed,
+            batch_size=4,
+            n_step=2,
+            total_env_steps=1_000,
+            learning_starts_env_steps=10,
+            env_steps_per_update=1,
+            updates_per_batch=1,
+        )
+
+    original = datamodule(seed=3)
+    original.collector.collect(30)
+    original.sampler.sample(original.buffer, 16, 2)
+    state = original.state_dict()
+    assert set(state["sampler"]) == {"rng"} and "rng" not in state["buffer"]
+    # checkpoints written before the split kept the generator (and the online sampler's
+    # consumed_until) in the buffer's state
+    legacy = {**state, "buffer": {**state["buffer"], **state["sampler"], "consumed_until": 0}}
+    del legacy["sampler"]
+    for saved in (state, legacy):
+        restored = datamodule(seed=5)
+        restored.load_state_dict(through_a_checkpoint_file(saved))
+        assert_same_batches(
+            original.sampler.sample(original.buffer, 32, 2),
+            restored.sampler.sample(restored.buffer, 32, 2),
+        )
+        original.sampler.load_state_dict(state["sampler"])  # the same draws again next time
+
+
+class RecordingSampler(UniformSampler):
+    """A stand-in for a prioritized sampler: its batches carry their flat slots and weights,
+    and it records the ``update_priorities`` calls."""
+
+    needs_td_errors = True
+
+    def __init__(self, *, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.produced: list[np.ndarray] = []
+        self.updates: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def sample(self, buffer: ReplayBuffer, batch_size: int, n_step: int) -> TransitionBatch:
+        slots = self.draw(buffer, batch_size, n_step)
+        self.produced.append(slots.copy())
+        weights = np.linspace(0.5, 1.0, batch_size, dtype=np.float32)
+        return buffer.gather_flat(slots, n_step)._replace(indices=slots, weights=weights)
+
+    def update_priorities(self, indices, td_errors) -> None:
+        self.updates.append((np.asarray(indices).copy(), np.asarray(td_errors).copy()))
+
+
+class RowWriter:
+    """Stands in for ``VectorCollector``: every vector step writes the next ``lane_step`` row."""
+
+    def __init__(self, buf: ReplayBuffer) -> None:
+        self.buf, self.num_envs, self.env_steps, self.t = buf, buf.num_envs, 0, 0
+
+    def collect(self, vector_steps: int) -> None:
+        for _ in range(vector_steps):
+            self.buf.add(**lane_step(self.t, self.num_envs))
+            self.t += 1
+            self.env_steps += self.num_envs
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_update_priorities_receives_the_indices_of_the_batch_it_produced(interleaved) -> None:
+    k, b = 3, 5
+    buf = ReplayBuffer(capacity=2 * 16, num_envs=2, obs_shape=(1,))
+    sampler = RecordingSampler(seed=2)
+    dataset = ReplayDataset(
+        collector=RowWriter(buf),  # type: ignore[arg-type]
+        buffer=buf,
+        sampler=sampler,
+        batch_size=b,
+        n_step=2,
+        total_env_steps=200,
+        learning_starts_env_steps=20,
+        env_steps_per_update=2,
+        updates_per_batch=k,
+        interleaved=interleaved,
+    )
+    hook = sampler.td_errors_hook()  # the module's on_td_errors
+    assert hook is not None
+    minibatches = 0
+    for item in dataset:  # what QLearningModule.learn does with each item, then the hook
+        parts = item if interleaved else (item.map(operator.itemgetter(j)) for j in range(k))
+        for minibatch in parts:
+            assert minibatch.indices.shape == minibatch.weights.shape == (b,)
+            td_errors = minibatch.weights * 2.0  # any per-sample values
+            hook(minibatch, td_errors)
+            # the slots handed back are those the minibatch's transitions start at
+            slots = slots_of(buf, minibatch.obs)
+            np.testing.assert_array_equal(sampler.updates[-1][0], slots)
+            np.testing.assert_array_equal(sampler.updates[-1][1], td_errors)
+            minibatches += 1
+    produced = np.concatenate(sampler.produced)
+    np.testing.assert_array_equal(np.concatenate([u[0] for u in sampler.updates]), produced)
+    assert minibatches == len(sampler.updates) > 10
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_the_module_hands_each_minibatchs_td_errors_to_the_sampler() -> None:
+    torch.manual_seed(0)
+    net = MLPQNetwork(obs_shape=[4], num_actions=2, hidden_sizes=[16])
+    exploration = EpsilonGreedy(schedule=LinearSchedule(start=1.0, end=0.1, duration_env_steps=100))
+    sampler = RecordingSampler(seed=0)
+    module = QLearningModule(
+        loss=TDLoss(
+            q_network=net,
+            estimator=QLearning(),
+            loss=nn.MSELoss(),
+            gamma=0.9,
+            exploration=exploration,
+        ),
+        target_update=HardTargetUpdate(every_updates=3),
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+        on_td_errors=sampler.td_errors_hook(),
+    )
+    datamodule = ReplayDataModule(
+        env=make_vector_env(id="CartPole-v1", num_envs=2),
+        policy=Actor(net, exploration, seed=0),
+        capacity=400,
+        seed=0,
+        sampler=sampler,
+        batch_size=8,
+        n_step=1,
+        total_env_steps=200,
+        learning_starts_env_steps=40,
+        env_steps_per_update=2,
+        updates_per_batch=4,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        logger=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    assert module.updates == len(sampler.updates) == 4 * len(sampler.produced) > 0
+    produced = np.concatenate(sampler.produced)
+    np.testing.assert_array_equal(np.concatenate([u[0] for u in sampler.updates]), produced)
+    td_errors = np.concatenate([u[1] for u in sampler.updates])
+    assert td_errors.shape == produced.shape and np.isfinite(td_errors).all()
+    assert (td_errors != 0).any()
+
+
+def test_default_batches_carry_no_indices() -> None:
+    buf = filled_buffer()
+    sampler = UniformSampler()
+    assert sampler.td_errors_hook() is None  # the module computes no per-sample TD errors
+    batch = sampler.sample(buf, 8, 1)
+    assert batch.indices is None and batch.weights is None
+    tensors = batch.map(torch.from_numpy, env_steps=7)
+    assert tensors.env_steps == 7 and tensors.indices is None and tensors.weights is None
+    assert isinstance(tensors.obs, torch.Tensor)
+    # with indices and weights, map applies to them as to every array field
+    full = batch._replace(indices=np.arange(8), weights=np.ones(8, dtype=np.float32))
+    first = full.map(lambda x: x[:2])
+    assert first.indices.tolist() == [0, 1] and first.weights.shape == (2,)
+    assert first.env_steps == 0 and first.obs.shape == (2, 1)
+
+
+def test_sampler_class_reads_the_config_target() -> None:
+    assert sampler_class("rl_lightning.data.UniformSampler") is UniformSampler
+    assert sampler_class("rl_lightning.data.OnlineSampler").online
+    with pytest.raises(ValueError, match="not an importable class"):
+        sampler_class("rl_lightning.data.NoSuchSampler")
+    with pytest.raises(ValueError, match="not a sampler"):
+        sampler_class("rl_lightning.data.ReplayBuffer")

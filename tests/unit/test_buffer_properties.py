@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
+from rl_lightning.data.samplers import OnlineSampler, UniformSampler
 from rl_lightning.estimators import bootstrap_discount, n_step_return
 
 NUM_ACTIONS = 11
@@ -175,7 +176,7 @@ def collect(
     env = gym.vector.SyncVectorEnv(
         [lambda lane=lane, eps=eps: ScriptedEnv(lane, eps) for lane, eps in enumerate(lanes)]
     )
-    buffer = ReplayBuffer(capacity=capacity, num_envs=len(lanes), obs_shape=(3,), seed=capacity)
+    buffer = ReplayBuffer(capacity=capacity, num_envs=len(lanes), obs_shape=(3,))
     return VectorCollector(env, batched_policy, buffer, seed=0), buffer
 
 
@@ -216,10 +217,12 @@ lane_schedules = st.lists(st.lists(episode_specs, min_size=1, max_size=4), min_s
 def check_sampling(
     lanes: list[list[EpisodeSpec]], rows_per_lane: int, extra: int, num_rows: int, n: int
 ) -> None:
-    """Sampling returns exactly the complete, stored, real windows: each equal to the
+    """Uniform sampling returns exactly the complete, stored, real windows: each equal to the
     reference, and (with enough draws) every one of them."""
     num_envs = len(lanes)
-    collector, buffer = collect(lanes, capacity=rows_per_lane * num_envs + extra % num_envs)
+    capacity = rows_per_lane * num_envs + extra % num_envs
+    collector, buffer = collect(lanes, capacity=capacity)
+    sampler = UniformSampler(seed=capacity)
     collector.collect(num_rows)
     windows, row_of, real = reference(lanes, num_rows, n)
     assert collector.env_steps == real
@@ -229,9 +232,9 @@ def check_sampling(
     eligible = {k for k, g in row_of.items() if g >= oldest and g + n <= num_rows - 1}
     if not eligible:
         with pytest.raises(RuntimeError):
-            buffer.sample(8, n_step=n)
+            sampler.sample(buffer, 8, n)
         return
-    sampled = windows_of(buffer.sample(40 * len(eligible), n_step=n))
+    sampled = windows_of(sampler.sample(buffer, 40 * len(eligible), n))
     for key, got in sampled:
         assert key in eligible, f"sampled {key}: overwritten, incomplete or an auto-reset row"
         assert_window(key, got, windows)
@@ -267,18 +270,20 @@ def test_sampled_windows_equal_the_episode_list_thoroughly(
     check_sampling(lanes, rows_per_lane, extra, num_rows, n)
 
 
-def check_take_new(
+def check_online_sampling(
     lanes: list[list[EpisodeSpec]],
     rows_per_lane: int,
     chunks: list[int],
     skip_first: bool,
     n: int,
 ) -> None:
-    """Online use: after each chunk of vector steps, ``take_new`` returns every real transition
-    whose window completed since the last call, once, in time order (row, then lane), each
-    equal to the reference; or, if a row not yet handed out was overwritten, it raises."""
+    """Online use: after each chunk of vector steps, ``OnlineSampler.sample`` returns every
+    real transition whose window completed since the last call, once, in time order (row, then
+    lane), each equal to the reference; or, if a row not yet handed out was overwritten, it
+    raises."""
     num_envs = len(lanes)
     collector, buffer = collect(lanes, capacity=rows_per_lane * num_envs)
+    sampler = OnlineSampler()
     total = sum(chunks)
     windows, row_of, _ = reference(lanes, total, n)
     by_row = sorted(row_of, key=lambda k: (row_of[k], k[0]))  # time order, then lane
@@ -289,16 +294,16 @@ def check_take_new(
         collector.collect(chunk)
         written += chunk
         if i == 0 and skip_first:  # the dataset drops warm-up data in online mode
-            buffer.skip_to_newest(n)
+            sampler.skip_to_newest(buffer, n)
             handed_out_until = max(0, written - n)
             continue
         if handed_out_until < written - rows_per_lane:
             with pytest.raises(RuntimeError, match="online buffer overflow"):
-                buffer.take_new(n)
+                sampler.sample(buffer, 0, n)
             return
         complete = written - n  # rows g with g + n <= written - 1
         want = [k for k in by_row if handed_out_until <= row_of[k] < complete]
-        batch = buffer.take_new(n)
+        batch = sampler.sample(buffer, 0, n)
         if not want:
             assert batch is None
         else:
@@ -320,14 +325,14 @@ def check_take_new(
     skip_first=st.booleans(),
     n=st.integers(1, 4),
 )
-def test_take_new_returns_each_new_window_once_in_order(
+def test_online_sampler_returns_each_new_window_once_in_order(
     lanes: list[list[EpisodeSpec]],
     rows_per_lane: int,
     chunks: list[int],
     skip_first: bool,
     n: int,
 ) -> None:
-    check_take_new(lanes, rows_per_lane, chunks, skip_first, n)
+    check_online_sampling(lanes, rows_per_lane, chunks, skip_first, n)
 
 
 @pytest.mark.slow
@@ -339,11 +344,11 @@ def test_take_new_returns_each_new_window_once_in_order(
     skip_first=st.booleans(),
     n=st.integers(1, 6),
 )
-def test_take_new_returns_each_new_window_once_in_order_thoroughly(
+def test_online_sampler_returns_each_new_window_once_in_order_thoroughly(
     lanes: list[list[EpisodeSpec]],
     rows_per_lane: int,
     chunks: list[int],
     skip_first: bool,
     n: int,
 ) -> None:
-    check_take_new(lanes, rows_per_lane, chunks, skip_first, n)
+    check_online_sampling(lanes, rows_per_lane, chunks, skip_first, n)

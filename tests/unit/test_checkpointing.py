@@ -15,17 +15,16 @@ from rl_lightning.checkpointing import (
     RESUME_KEY,
     SAVE_BUFFER_AUTO_LIMIT_BYTES,
     CheckpointError,
-    StopSignals,
     buffer_checkpoint_choice,
-    checkpoints_newest_first,
-    find_resume_point,
     global_rng_states,
     periodic_checkpoint_name,
     set_global_rng_states,
 )
-from rl_lightning.data import ReplayDataModule
+from rl_lightning.data import ReplayDataModule, UniformSampler
 from rl_lightning.data.buffer import ReplayBuffer
 from rl_lightning.envs import make_vector_env
+from rl_lightning.resume import checkpoints_newest_first, find_resume_point
+from rl_lightning.signals import StopSignals
 
 
 def random_policy(seed: int):
@@ -81,21 +80,27 @@ def test_data_side_continues_identically_after_a_round_trip(env_id: str) -> None
     assert original.collector.env_steps == restored.collector.env_steps
     assert original.collector.episodes == restored.collector.episodes
     assert original.collector.pop_finished_episodes() == restored.collector.pop_finished_episodes()
-    a, b = original.buffer.sample(64, 3), restored.buffer.sample(64, 3)
+    a = original.sampler.sample(original.buffer, 64, 3)
+    b = restored.sampler.sample(restored.buffer, 64, 3)
     for x, y in zip(a, b, strict=True):
         assert np.array_equal(x, y)
 
 
 def test_buffer_state_without_arrays_empties_it_and_keeps_the_generator() -> None:
-    buffer = ReplayBuffer(capacity=40, num_envs=2, obs_shape=(3,), seed=1)
+    buffer = ReplayBuffer(capacity=40, num_envs=2, obs_shape=(3,))
+    sampler = UniformSampler(seed=1)
     for t in range(30):
         buffer.add(np.full((2, 3), t), np.zeros(2), np.ones(2), *np.zeros((3, 2), dtype=bool))
     state = buffer.state_dict(include_arrays=False)
     assert "arrays" not in state
-    other = ReplayBuffer(capacity=40, num_envs=2, obs_shape=(3,), seed=5)
+    other = ReplayBuffer(capacity=40, num_envs=2, obs_shape=(3,))
     assert other.load_state_dict(state) is False
     assert (len(other), other.rows_written) == (0, 0)
-    assert np.array_equal(other.rng.integers(1000, size=5), buffer.rng.integers(1000, size=5))
+    other_sampler = UniformSampler(seed=5)  # the sampler's generator is kept without the arrays
+    other_sampler.load_state_dict(sampler.state_dict(include_arrays=False), buffer_restored=False)
+    assert np.array_equal(
+        other_sampler.rng.integers(1000, size=5), sampler.rng.integers(1000, size=5)
+    )
     with pytest.raises(ValueError, match="capacity and env.num_envs must not change"):
         ReplayBuffer(capacity=40, num_envs=4, obs_shape=(3,)).load_state_dict(state)
     assert buffer.nbytes == 20 * 2 * (3 * 4 + 8 + 4 + 3)
@@ -117,7 +122,7 @@ def test_without_env_state_the_episodes_in_progress_are_cut_by_truncation() -> N
     assert np.array_equal(buffer.obs[cut], original.collector._obs)
     restored.collector.collect(10)  # new episodes from a reset
     assert restored.collector.env_steps == original.collector.env_steps + 30
-    batch = buffer.sample(256, 3)  # no window crosses the cut
+    batch = restored.sampler.sample(buffer, 256, 3)  # no window crosses the cut
     assert (batch.n_steps >= 1).all()
 
 
@@ -236,30 +241,31 @@ def divergence_module(bad_updates: set[int], nan_parameter: bool = False):
     ``bad_updates``; training steps of 128 updates ended at env steps 1000, 2000, 2500."""
     from torch import nn
 
-    from rl_lightning.estimators import Estimator
+    from rl_lightning.estimators.double_q import DoubleQLearning
     from rl_lightning.exploration import EpsilonGreedy, LinearSchedule
+    from rl_lightning.losses import TDLoss
     from rl_lightning.module import QLearningModule
     from rl_lightning.networks import MLPQNetwork
     from rl_lightning.target_updates import HardTargetUpdate
 
     module = QLearningModule(
-        q_network=MLPQNetwork(obs_shape=[4], num_actions=2, hidden_sizes=[8]),
-        estimator=Estimator(),
-        target_update=HardTargetUpdate(every_updates=1),
-        loss=nn.MSELoss(),
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-        exploration=EpsilonGreedy(
-            schedule=LinearSchedule(start=0.0, end=0.0, duration_env_steps=1)
+        loss=TDLoss(
+            q_network=MLPQNetwork(obs_shape=[4], num_actions=2, hidden_sizes=[8]),
+            estimator=DoubleQLearning(),
+            loss=nn.MSELoss(),
+            gamma=0.9,
+            exploration=EpsilonGreedy(
+                schedule=LinearSchedule(start=0.0, end=0.0, duration_env_steps=1)
+            ),
         ),
-        gamma=0.9,
+        target_update=HardTargetUpdate(every_updates=1),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
     )
     for update in range(1, 301):
         module.updates = update
         q = torch.full((8,), float("nan") if update in bad_updates else 1.0)
-        module._pending.append((((q - 0.5) ** 2).mean(), q, torch.zeros(8)))
-        if len(module._pending) >= 256:
-            module._fold_stats()
-    module._steps_since_check = [(128, 1000), (256, 2000), (300, 2500)]
+        module.stats.add(((q - 0.5) ** 2).mean(), q, torch.zeros(8), update)  # folds at 256
+    module.stats.steps_since_check = [(128, 1000), (256, 2000), (300, 2500)]
     if nan_parameter:
         with torch.no_grad():
             next(module.q_network.parameters())[0, 0] = float("inf")
@@ -288,7 +294,8 @@ def test_check_finite_names_the_first_non_finite_update(
 
 def test_check_finite_leaves_the_pending_statistics_unfolded() -> None:
     module = divergence_module(set())
-    stats = module._stats.clone()
+    assert module.stats.sums is not None
+    sums = module.stats.sums.clone()
     module.check_finite()
-    assert len(module._pending) == 44 and torch.equal(module._stats, stats)
-    assert module._first_nonfinite is None and module._steps_since_check == []
+    assert len(module.stats.pending) == 44 and torch.equal(module.stats.sums, sums)
+    assert module.stats.first_nonfinite is None and module.stats.steps_since_check == []

@@ -152,4 +152,5 @@ def test_the_option_files_have_numbers_to_check() -> None:
     with_numbers = [f for f in OPTION_FILES if numeric_leaves(OmegaConf.load(CONF / f))]
     assert len(with_numbers) >= 12
     assert {"lr"} <= set(numeric_leaves(OmegaConf.load(CONF / "optim/adam.yaml")))
-    assert numeric_leaves(OmegaConf.load(CONF / "arch/mlp.yaml"))["hidden_sizes"] == [128, 128]
+    mlp = numeric_leaves(OmegaConf.load(CONF / "arch/encoder/mlp.yaml"))
+    assert mlp["hidden_sizes"] == [128, 128]

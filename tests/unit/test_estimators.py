@@ -1,4 +1,4 @@
-"""TD targets: the pure functions and ``Estimator.target`` against hand-computed numbers.
+"""TD targets: the pure functions and the estimator classes against hand-computed numbers.
 
 Common numbers (gamma = 0.9):
     gamma^2 = 0.81, gamma^3 = 0.729
@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl_lightning.estimators import (
-    Estimator,
+from rl_lightning.estimators import Estimator, TDInputs, window_return
+from rl_lightning.estimators.core import (
     bootstrap_discount,
     double_q_learning,
     expected_sarsa,
@@ -21,6 +21,10 @@ from rl_lightning.estimators import (
     q_learning,
     sarsa,
 )
+from rl_lightning.estimators.double_q import DoubleQLearning
+from rl_lightning.estimators.expected_sarsa import ExpectedSarsa
+from rl_lightning.estimators.q_learning import QLearning
+from rl_lightning.estimators.sarsa import Sarsa
 
 GAMMA = 0.9
 
@@ -98,38 +102,58 @@ def test_double_q_selects_with_one_net_and_evaluates_with_the_other() -> None:
     close(double_q_learning(t(1), t(0.9), q_value[:1], q_value[:1]), [5.5])
 
 
-# -- Estimator.target ------------------------------------------------------------------------
+# -- the estimator classes on n-step windows -------------------------------------------------
 
-Q_T = torch.tensor([[2.0, 5.0]])  # bootstrap Q-values of s_{t+1}; max = 5
+Q_T = torch.tensor([[2.0, 5.0]])  # bootstrap Q-values of s_t; max = 5
+
+
+def window_target(
+    est: Estimator,
+    *,
+    rewards: torch.Tensor,
+    n_steps: torch.Tensor,
+    terminated: torch.Tensor,
+    q_t: torch.Tensor,
+    **extra: torch.Tensor,
+) -> torch.Tensor:
+    """What TDLoss does: (r_t, discount_t) of the window, then the estimator's target."""
+    r_t, discount_t = window_return(rewards, n_steps, terminated, GAMMA)
+    a_tm1 = torch.zeros(len(rewards), dtype=torch.int64)
+    return est.target(TDInputs(r_t=r_t, discount_t=discount_t, q_t=q_t, a_tm1=a_tm1, **extra))
+
+
+def test_window_return_one_step_is_bitwise_the_general_formula() -> None:
+    rewards, terminated = torch.tensor([[1.5], [-2.0]]), t(0, 1)
+    r_t, discount_t = window_return(rewards, torch.tensor([1, 1]), terminated, GAMMA)
+    close(r_t, [1.5, -2.0])
+    close(discount_t, [0.9, 0.0])
 
 
 def test_one_step_terminated_does_not_bootstrap() -> None:
-    est = Estimator(name="q_learning", n_step=1)
-    y = est.target(
+    y = window_target(
+        QLearning(n_step=1),
         rewards=torch.tensor([[1.0]]),
         n_steps=torch.tensor([1]),
         terminated=t(1),
-        gamma=GAMMA,
         q_t=Q_T,
     )
     close(y, [1.0])  # r only
 
 
 def test_one_step_truncated_bootstraps() -> None:
-    est = Estimator(name="q_learning", n_step=1)
-    y = est.target(
+    y = window_target(
+        QLearning(n_step=1),
         rewards=torch.tensor([[1.0]]),
         n_steps=torch.tensor([1]),
         terminated=t(0),  # truncation is not termination: the episode goes on
-        gamma=GAMMA,
         q_t=Q_T,
     )
     close(y, [5.5])  # 1 + 0.9 * max(2, 5)
 
 
 def test_three_step_windows() -> None:
-    est = Estimator(name="q_learning", n_step=3)
-    y = est.target(
+    y = window_target(
+        QLearning(n_step=3),
         rewards=torch.tensor(
             [
                 [1.0, 2.0, 3.0],  # full window, bootstraps with gamma^3
@@ -139,42 +163,64 @@ def test_three_step_windows() -> None:
         ),
         n_steps=torch.tensor([3, 2, 2]),
         terminated=t(0, 1, 0),
-        gamma=GAMMA,
         q_t=Q_T.expand(3, 2),
     )
     # 5.23 + 0.729 * 5 = 8.875; 2.8 (no bootstrap); 2.8 + 0.81 * 5 = 6.85
     close(y, [8.875, 2.8, 6.85])
 
 
-def test_estimator_dispatches_to_sarsa_expected_sarsa_and_double_q() -> None:
+def test_each_class_computes_its_own_target() -> None:
     common = dict(
         rewards=torch.tensor([[1.0, 2.0, 0.0], [1.0, 2.0, 3.0]]),
         n_steps=torch.tensor([2, 3]),
         terminated=t(0, 0),
-        gamma=GAMMA,
         q_t=torch.tensor([[2.0, 5.0, 3.0], [2.0, 5.0, 3.0]]),
     )
     # r_t = [2.8, 5.23], discount_t = [0.81, 0.729]
-    y = Estimator(name="sarsa", n_step=3).target(**common, a_t=torch.tensor([2, 0]))
+    y = window_target(Sarsa(n_step=3), **common, a_t=torch.tensor([2, 0]))
     close(y, [2.8 + 0.81 * 3, 5.23 + 0.729 * 2])  # [5.23, 6.688]
     probs = torch.tensor([[0.1, 0.8, 0.1], [0.5, 0.0, 0.5]])
-    y = Estimator(name="expected_sarsa", n_step=3).target(**common, probs_t=probs)
+    y = window_target(ExpectedSarsa(n_step=3), **common, probs_t=probs)
     close(y, [2.8 + 0.81 * 4.5, 5.23 + 0.729 * 2.5])  # [6.445, 7.0525]
     selector = torch.tensor([[0.0, 0.0, 9.0], [9.0, 0.0, 0.0]])
-    y = Estimator(name="double_q", n_step=3).target(**common, q_t_online=selector)
+    y = window_target(DoubleQLearning(n_step=3), **common, q_t_online=selector)
     close(y, [2.8 + 0.81 * 3, 5.23 + 0.729 * 2])  # value of the online argmax
-    y = Estimator(name="q_learning", n_step=3).target(**common)
+    y = window_target(QLearning(n_step=3), **common)
     close(y, [2.8 + 0.81 * 5, 5.23 + 0.729 * 5])  # [6.85, 8.875]
 
 
-def test_estimator_properties_and_validation() -> None:
-    assert Estimator(name="double_q").needs_online_bootstrap
-    assert not Estimator(name="q_learning").needs_online_bootstrap
-    assert not Estimator(name="q_learning", n_step=1).is_on_policy
-    assert Estimator(name="q_learning", n_step=3).is_on_policy
-    assert Estimator(name="sarsa", n_step=1).is_on_policy
-    assert not Estimator(name="expected_sarsa", n_step=1).is_on_policy
-    with pytest.raises(ValueError, match="estimator.name"):
-        Estimator(name="td_lambda")
+def test_each_class_declares_what_it_reads() -> None:
+    needs = ("needs_next_action", "needs_probs_t", "needs_q_t_online", "needs_q_tm1_target")
+    declared = {
+        cls: {flag for flag in needs if getattr(cls, flag)}
+        for cls in (QLearning, Sarsa, ExpectedSarsa, DoubleQLearning)
+    }
+    assert declared == {
+        QLearning: set(),
+        Sarsa: {"needs_next_action"},
+        ExpectedSarsa: {"needs_probs_t"},
+        DoubleQLearning: {"needs_q_t_online"},
+    }
+    # an input that was not declared is not handed over: reading it fails loudly
+    with pytest.raises(AssertionError, match="next action"):
+        window_target(
+            Sarsa(), rewards=torch.ones(1, 1), n_steps=torch.ones(1), terminated=t(0), q_t=Q_T
+        )
+
+
+def test_on_policy_and_how_the_warning_names_it() -> None:
+    assert not QLearning(n_step=1).is_on_policy
+    assert QLearning(n_step=3).is_on_policy
+    assert QLearning(n_step=3).describe() == "a 3-step return"
+    assert Sarsa(n_step=1).is_on_policy and Sarsa(n_step=1).describe() == "SARSA"
+    assert Sarsa(n_step=3).describe() == "SARSA"
+    assert not ExpectedSarsa(n_step=1).is_on_policy
+    assert not DoubleQLearning(n_step=1).is_on_policy
+    assert DoubleQLearning(n_step=5).describe() == "a 5-step return"
+
+
+def test_validation() -> None:
     with pytest.raises(ValueError, match="n_step"):
-        Estimator(name="q_learning", n_step=0)
+        QLearning(n_step=0)
+    with pytest.raises(TypeError):
+        Estimator()  # type: ignore[abstract]  # the interface has no target of its own

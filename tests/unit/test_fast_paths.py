@@ -16,24 +16,29 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rl_lightning.data import ReplayBuffer, ReplayDataset, TransitionBatch, VectorCollector
 from rl_lightning.data.dataset import InterleavedUpdates
-from rl_lightning.estimators import Estimator, bootstrap_discount, n_step_return
+from rl_lightning.data.samplers import OnlineSampler, UniformSampler
+from rl_lightning.estimators import TDInputs, bootstrap_discount, n_step_return, window_return
+from rl_lightning.estimators.q_learning import QLearning
 from rl_lightning.exploration import Actor, EpsilonGreedy, LinearSchedule
+from rl_lightning.losses import TDLoss
 from rl_lightning.module import QLearningModule
 from rl_lightning.networks import MLPQNetwork
 from rl_lightning.networks.numpy_forward import NumpyMLP
 from rl_lightning.target_updates import HardTargetUpdate
+from rl_lightning.train_stats import STATS_FOLD, TrainStats
 
 # -- the interleaved stream ------------------------------------------------------------------
 
 
 def stream(interleaved: bool, k: int = 5, per_update: float = 4, total: int = 300):
     env = gym.make_vec("CartPole-v1", 2)
-    buf = ReplayBuffer(capacity=1_000, num_envs=2, obs_shape=(4,), seed=0)
+    buf = ReplayBuffer(capacity=1_000, num_envs=2, obs_shape=(4,))
     rng = np.random.default_rng(0)
     collector = VectorCollector(env, lambda obs, t: rng.integers(2, size=len(obs)), buf, seed=0)
     dataset = ReplayDataset(
         collector=collector,
         buffer=buf,
+        sampler=UniformSampler(seed=0),
         batch_size=8,
         n_step=1,
         total_env_steps=total,
@@ -67,18 +72,18 @@ def test_interleaved_stream_acts_before_every_minibatch() -> None:
 
 def test_interleaved_is_ignored_for_the_online_stream() -> None:
     env = gym.make_vec("CartPole-v1", 2)
-    buf = ReplayBuffer(capacity=100, num_envs=2, obs_shape=(4,), seed=0)
+    buf = ReplayBuffer(capacity=100, num_envs=2, obs_shape=(4,))
     collector = VectorCollector(env, lambda obs, t: np.zeros(len(obs), np.int64), buf, seed=0)
     dataset = ReplayDataset(
         collector=collector,
         buffer=buf,
+        sampler=OnlineSampler(),
         batch_size=8,
         n_step=1,
         total_env_steps=50,
         learning_starts_env_steps=0,
         env_steps_per_update=4,
         updates_per_batch=3,
-        online=True,
         interleaved=True,
     )
     assert not dataset.interleaved
@@ -99,7 +104,7 @@ class FixedBatches(IterableDataset):
                 yield chunk  # any iterable of minibatches is learnt from one by one
             else:
                 yield TransitionBatch(
-                    *(torch.stack(fields) for fields in zip(*(m[:-1] for m in chunk), strict=True)),
+                    *(torch.stack(fields) for fields in zip(*(m[:7] for m in chunk), strict=True)),
                     env_steps=chunk[-1].env_steps,
                 )
 
@@ -135,15 +140,17 @@ def fit_module(
     net: nn.Module, minibatches, *, k: int, interleaved: bool, callbacks: list[pl.Callback]
 ) -> QLearningModule:
     module = QLearningModule(
-        q_network=copy.deepcopy(net),
-        estimator=Estimator(name="q_learning"),
-        target_update=HardTargetUpdate(every_updates=3),
-        loss=nn.MSELoss(),
-        optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
-        exploration=EpsilonGreedy(
-            schedule=LinearSchedule(start=1.0, end=0.1, duration_env_steps=100)
+        loss=TDLoss(
+            q_network=copy.deepcopy(net),
+            estimator=QLearning(),
+            loss=nn.MSELoss(),
+            gamma=0.99,
+            exploration=EpsilonGreedy(
+                schedule=LinearSchedule(start=1.0, end=0.1, duration_env_steps=100)
+            ),
         ),
-        gamma=0.99,
+        target_update=HardTargetUpdate(every_updates=3),
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
         max_grad_norm=0.5,  # small: the clipping is active
         log_every_updates=4,
         total_env_steps=120,
@@ -245,40 +252,35 @@ def test_one_step_target_is_bitwise_the_general_formula(gamma: float) -> None:
         n_step_return(rewards, gamma)
         + bootstrap_discount(n_steps, terminated, gamma) * q_t.max(dim=-1).values
     )
-    fast = Estimator(name="q_learning", n_step=1).target(
-        rewards=rewards, n_steps=n_steps, terminated=terminated, gamma=gamma, q_t=q_t
-    )
+    r_t, discount_t = window_return(rewards, n_steps, terminated, gamma)
+    fast = QLearning(n_step=1).target(TDInputs(r_t, discount_t, q_t, torch.zeros(1000).long()))
     torch.testing.assert_close(fast, general, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("sizes", [[8] * 300, [5, 8, 3]])  # replay; online (sizes differ)
 def test_folded_statistics_are_the_means_of_the_per_update_values(sizes: list[int]) -> None:
-    module = QLearningModule(
-        q_network=CountingNet(),
-        estimator=Estimator(),
-        target_update=HardTargetUpdate(every_updates=1),
-        loss=nn.MSELoss(),
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-        exploration=constant(0.0),
-        gamma=0.9,
-    )
+    stats = TrainStats()
     g = torch.Generator().manual_seed(0)
     expected = torch.zeros(3, dtype=torch.float64)
-    for size in sizes:
+    for update, size in enumerate(sizes, start=1):
         q, y = torch.randn(size, generator=g), torch.randn(size, generator=g)
         loss = ((q - y) ** 2).mean()
-        module._pending.append((loss, q, y))
+        stats.add(loss, q, y, update)  # folds every STATS_FOLD updates
+        assert len(stats.pending) == update % STATS_FOLD
         expected += torch.tensor(
             [loss.item(), q.mean().item(), (q - y).abs().mean().item()], dtype=torch.float64
         )
-        if len(module._pending) >= 256:
-            module._fold_stats()
-    module._fold_stats()
-    assert module._stats_count == len(sizes) and module._pending == []
-    assert module._stats is not None
+    stats.fold(len(sizes))
+    assert stats.count == len(sizes) and stats.pending == []
+    assert stats.sums is not None
     torch.testing.assert_close(
-        module._stats.double() / len(sizes), expected / len(sizes), rtol=1e-5, atol=1e-6
+        stats.sums.double() / len(sizes), expected / len(sizes), rtol=1e-5, atol=1e-6
     )
+    means = stats.take_means(len(sizes))  # the logged means; the sums start again
+    torch.testing.assert_close(
+        torch.tensor(means, dtype=torch.float64), expected / len(sizes), rtol=1e-5, atol=1e-6
+    )
+    assert stats.sums is None and stats.count == 0
 
 
 # -- acting through numpy -----------------------------------------------------------------------
@@ -388,7 +390,8 @@ def reference_sample(buf: ReplayBuffer, rng: np.random.Generator, batch_size: in
 
 @pytest.mark.parametrize(("lanes", "n"), [(1, 1), (16, 1), (4, 3)])
 def test_sampler_makes_the_same_draws_as_first_written(lanes: int, n: int) -> None:
-    buf = ReplayBuffer(capacity=64 * lanes, num_envs=lanes, obs_shape=(1,), seed=5)
+    buf = ReplayBuffer(capacity=64 * lanes, num_envs=lanes, obs_shape=(1,))
+    sampler = UniformSampler(seed=5)
     rng = np.random.default_rng(1)
     reset = np.zeros(lanes, dtype=bool)
     for t in range(150):  # wraps the ring twice; episodes end ~1 step in 7
@@ -405,5 +408,5 @@ def test_sampler_makes_the_same_draws_as_first_written(lanes: int, n: int) -> No
     reference_rng = np.random.default_rng(5)
     for _ in range(20):
         rows, lane = reference_sample(buf, reference_rng, 128, n)
-        batch = buf.sample(128, n)
+        batch = sampler.sample(buf, 128, n)
         np.testing.assert_array_equal(batch.obs[:, 0], buf.obs[rows, lane, 0])

@@ -1,19 +1,41 @@
-"""Q-networks: the tabular moving average, binning, action-in = action-out, the dueling head."""
+"""Q-networks: the tabular moving average, binning, action-in = action-out, the dueling head,
+and networks composed from config (``arch.encoder`` + ``arch.head``, ``build_q_network``)."""
 
 from __future__ import annotations
 
 import functools
+import re
+from importlib import resources
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
-from rl_lightning.estimators import ESTIMATORS, Estimator
+from rl_lightning.estimators import TDInputs, window_return
+from rl_lightning.estimators.double_q import DoubleQLearning
+from rl_lightning.estimators.expected_sarsa import ExpectedSarsa
+from rl_lightning.estimators.q_learning import QLearning
+from rl_lightning.estimators.sarsa import Sarsa
 from rl_lightning.exploration import EpsilonGreedy, LinearSchedule
-from rl_lightning.module import QLearningModule
-from rl_lightning.networks import ActionInQNetwork, MLPQNetwork, TabularQNetwork
-from rl_lightning.target_updates import HardTargetUpdate
+from rl_lightning.losses import TDLoss
+from rl_lightning.networks import (
+    ActionInQNetwork,
+    ActionOutQNetwork,
+    DuelingHead,
+    LinearQNetwork,
+    MLPEncoder,
+    MLPQNetwork,
+    NoisyLinear,
+    QHead,
+    TabularQNetwork,
+    build_q_network,
+)
+from rl_lightning.networks.numpy_forward import NumpyMLP
+from rl_lightning.validation import ConfigError, validate_config
 
 # -- TabularQNetwork -------------------------------------------------------------------------
 
@@ -134,7 +156,7 @@ def equivalent_networks(seed: int = 5) -> tuple[MLPQNetwork, ActionInQNetwork]:
     inn = ActionInQNetwork(
         obs_shape=[OBS_DIM],
         num_actions=NUM_ACTIONS,
-        hidden_sizes=[width],
+        encoder=functools.partial(MLPEncoder, hidden_sizes=[width]),
         action_encoding="one_hot",
     )
     hidden_out, head_out = out.encoder[1], out.head
@@ -192,9 +214,12 @@ def test_the_construction_by_hand_for_one_state() -> None:
         assert inn.q_values(s, torch.tensor([a])).item() == expected
 
 
-@pytest.mark.parametrize("name", ESTIMATORS)
+ESTIMATOR_CLASSES = [QLearning, Sarsa, ExpectedSarsa, DoubleQLearning]
+
+
+@pytest.mark.parametrize("estimator_cls", ESTIMATOR_CLASSES, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("n", [1, 3])
-def test_action_in_and_action_out_give_the_same_td_targets(name: str, n: int) -> None:
+def test_action_in_and_action_out_give_the_same_td_targets(estimator_cls, n: int) -> None:
     out, inn = equivalent_networks()
     g = torch.Generator().manual_seed(3)
     b = 24
@@ -208,21 +233,18 @@ def test_action_in_and_action_out_give_the_same_td_targets(name: str, n: int) ->
         next_actions=torch.randint(NUM_ACTIONS, (b,), generator=g),
         env_steps=0,
     )
+    exploration = EpsilonGreedy(schedule=LinearSchedule(start=0.25, end=0.25, duration_env_steps=1))
 
-    def module(net: nn.Module) -> QLearningModule:
-        return QLearningModule(
+    def td_loss(net: nn.Module) -> TDLoss:
+        return TDLoss(
             q_network=net,
-            estimator=Estimator(name=name, n_step=n),
-            target_update=HardTargetUpdate(every_updates=100),
+            estimator=estimator_cls(n_step=n),
             loss=nn.MSELoss(),
-            optimizer=functools.partial(torch.optim.SGD, lr=0.1),
-            exploration=EpsilonGreedy(
-                schedule=LinearSchedule(start=0.25, end=0.25, duration_env_steps=1)
-            ),
             gamma=0.875,  # 7/8: dyadic, so the action-out reference is exact too
+            exploration=exploration,
         )
 
-    y_out, y_in = module(out).td_target(batch), module(inn).td_target(batch)
+    y_out, y_in = td_loss(out).td_target(batch), td_loss(inn).td_target(batch)
     exact(y_in, y_out)
     # and both equal the estimator on the action-out Q-values (the reference)
     q_next = out(batch.next_obs).detach()
@@ -230,19 +252,12 @@ def test_action_in_and_action_out_give_the_same_td_targets(name: str, n: int) ->
     probs = (
         0.75 * nn.functional.one_hot(q_next.argmax(1), NUM_ACTIONS) + 0.25 / NUM_ACTIONS
     ).float()
-    reference = Estimator(name=name, n_step=n).target(
-        rewards=batch.rewards,
-        n_steps=batch.n_steps,
-        terminated=batch.terminated,
-        gamma=0.875,
-        q_t=q_next,
-        q_t_online=q_next,
-        a_t=batch.next_actions,
-        probs_t=probs,
-    )
+    r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, 0.875)
+    inputs = TDInputs(r_t, discount_t, q_next, batch.actions, batch.next_actions, probs, q_next)
+    reference = estimator_cls(n_step=n).target(inputs)
     torch.testing.assert_close(y_out, reference, rtol=0, atol=1e-6)
     # the losses agree too: Q(s, a) of the taken actions are the same for both
-    exact(module(inn).compute_loss(batch)[0], module(out).compute_loss(batch)[0])
+    exact(td_loss(inn)(batch)[0], td_loss(out)(batch)[0])
 
 
 @pytest.mark.parametrize("encoding", ["one_hot", "embedding"])
@@ -252,10 +267,9 @@ def test_action_in_forward_is_q_values_of_every_pair(encoding: str, norm: str) -
     net = ActionInQNetwork(
         obs_shape=[2, 3],  # flattened to 6 inputs
         num_actions=4,
-        hidden_sizes=[16, 8],
+        encoder=functools.partial(MLPEncoder, hidden_sizes=[16, 8], norm=norm),
         action_encoding=encoding,
         embedding_dim=5,
-        norm=norm,
     )
     obs = torch.randn(7, 2, 3)
     q = net(obs)
@@ -302,3 +316,325 @@ def test_dueling_head_identity_on_a_random_network() -> None:
     adv = net.head.advantage(features)
     torch.testing.assert_close(net(obs), v + adv - adv.mean(dim=1, keepdim=True))
     torch.testing.assert_close(net(obs).mean(dim=1, keepdim=True), v)
+
+
+# -- networks composed from config: arch.encoder + arch.head ---------------------------------
+
+ARCH_CONF = Path(str(resources.files("rl_lightning.conf"))) / "arch"
+ENCODERS = sorted(p.stem for p in (ARCH_CONF / "encoder").glob("*.yaml"))
+HEADS = sorted(p.stem for p in (ARCH_CONF / "head").glob("*.yaml"))
+BOUNDS = ([-1.0, -2.0, -3.0, -4.0], [1.0, 2.0, 3.0, 4.0])  # CartPole-like: 4 dimensions
+#: the observation shape each encoder is tested on, where (2, 3) (flattened by MLPs) does not fit
+ENCODER_OBS_SHAPES: dict[str, tuple[int, ...]] = {}
+
+
+def build(
+    cfg,
+    *,
+    overrides: dict | None = None,
+    obs_shape: tuple[int, ...] = (4,),
+    num_actions: int = 2,
+    obs_bounds=lambda: BOUNDS,
+) -> nn.Module:
+    torch.manual_seed(0)
+    return build_q_network(
+        cfg.arch,
+        obs_shape=obs_shape,
+        num_actions=num_actions,
+        obs_bounds=obs_bounds,
+        overrides=overrides or {},
+    )
+
+
+def test_there_are_encoders_and_heads_to_compose() -> None:
+    assert "mlp" in ENCODERS
+    assert {"linear", "dueling"} <= set(HEADS)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_head_composes_with_every_encoder(compose_config, encoder: str, head: str) -> None:
+    obs_shape = ENCODER_OBS_SHAPES.get(encoder, (2, 3))
+    net = build(
+        compose_config([f"arch/encoder={encoder}", f"arch/head={head}"]),
+        obs_shape=obs_shape,
+        num_actions=5,
+    )
+    assert isinstance(net, ActionOutQNetwork) and isinstance(net.head, QHead)
+    obs = torch.randn(7, *obs_shape)
+    features = net.features(obs)
+    assert features.shape == (7, net.encoder.out_features)
+    assert net(obs).shape == (7, 5)
+    torch.testing.assert_close(net(obs), net.head(features))
+    with pytest.raises(NotImplementedError):  # expected values only, no return distribution
+        net.head.distribution(features)
+
+
+def test_the_dueling_head_from_config_by_hand(compose_config) -> None:
+    net = build(
+        compose_config(["arch/head=dueling", "arch.encoder.hidden_sizes=[2]"]),
+        obs_shape=(2,),
+        num_actions=3,
+    )
+    hidden, head = net.encoder[1], net.head
+    assert isinstance(head, DuelingHead)
+    with torch.no_grad():
+        hidden.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, -1.0]]))
+        hidden.bias.copy_(torch.tensor([0.0, 0.5]))
+        head.value.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        head.value.bias.fill_(0.5)
+        head.advantage.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        head.advantage.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    s = torch.tensor([[1.0, 3.0]])
+    # h = relu([1 + 0, 1 - 3 + 0.5]) = relu([1, -1.5]) = [1, 0]
+    # V = 1 * 1 + 2 * 0 + 0.5 = 1.5;  A = [2, 0 + 1, 1 - 1] = [2, 1, 0], mean A = 1
+    # Q = V + A - mean A = [2.5, 1.5, 0.5]
+    torch.testing.assert_close(net.features(s), torch.tensor([[1.0, 0.0]]))
+    exact(net(s), torch.tensor([[2.5, 1.5, 0.5]]))
+    assert net.q_values(s, torch.tensor([0])).item() == 2.5
+
+
+MLP = functools.partial(MLPQNetwork, obs_shape=[4], num_actions=2)
+ACTION_IN = functools.partial(ActionInQNetwork, obs_shape=[4], num_actions=2)
+MLP_128 = functools.partial(MLPEncoder, hidden_sizes=[128, 128])
+# (overrides, exploration's network overrides, the same network built by its class)
+PRESETS = [
+    ([], {}, lambda: MLP()),
+    (["arch/head=dueling"], {}, lambda: MLP(head="dueling")),
+    (
+        ["arch/head=dueling", "arch.head.init_zero=true"],
+        {},
+        lambda: MLP(head="dueling", init_zero=True),
+    ),
+    (
+        ["arch.encoder.hidden_sizes=[]", "arch.head.bias=false", "arch.head.init_zero=true"],
+        {},
+        lambda: MLP(hidden_sizes=[], bias=False, init_zero=True),
+    ),
+    (
+        ["arch.encoder.norm=layernorm", "arch.encoder.activation=tanh"],
+        {},
+        lambda: MLP(norm="layernorm", activation="tanh"),
+    ),
+    (["arch.encoder.norm=batchnorm"], {}, lambda: MLP(norm="batchnorm")),
+    ([], {"noisy": True}, lambda: MLP(noisy=True)),
+    (["arch/head=dueling"], {"noisy": True}, lambda: MLP(head="dueling", noisy=True)),
+    ([], {"dropout": 0.25}, lambda: MLP(dropout=0.25)),
+    (["arch=mlp_action_in"], {}, lambda: ACTION_IN(encoder=MLP_128)),
+    (
+        ["arch=mlp_action_in", "arch.action_encoding=embedding"],
+        {},
+        lambda: ACTION_IN(encoder=MLP_128, action_encoding="embedding"),
+    ),
+    (
+        ["arch=mlp_action_in"],
+        {"noisy": True},
+        lambda: ACTION_IN(encoder=functools.partial(MLP_128, noisy=True), noisy=True),
+    ),
+    (
+        ["arch=mlp_action_in"],
+        {"dropout": 0.25},
+        lambda: ACTION_IN(encoder=functools.partial(MLP_128, dropout=0.25)),
+    ),
+    (
+        ["arch=tabular"],
+        {"noisy": True},
+        lambda: TabularQNetwork(
+            obs_shape=[4], num_actions=2, obs_low=BOUNDS[0], obs_high=BOUNDS[1], bins=8, noisy=True
+        ),
+    ),
+    (
+        ["arch=linear"],
+        {},
+        lambda: LinearQNetwork(obs_shape=[4], num_actions=2, obs_low=BOUNDS[0], obs_high=BOUNDS[1]),
+    ),
+    (
+        ["arch=linear", "arch.features=polynomial"],
+        {"dropout": 0.25},
+        lambda: LinearQNetwork(
+            obs_shape=[4],
+            num_actions=2,
+            obs_low=BOUNDS[0],
+            obs_high=BOUNDS[1],
+            features="polynomial",
+            dropout=0.25,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "network_overrides", "reference"),
+    PRESETS,
+    ids=[" ".join(o) + (f" {n}" if n else "") or "default" for o, n, _ in PRESETS],
+)
+def test_each_preset_builds_the_network_of_its_class(
+    compose_config, overrides, network_overrides, reference
+) -> None:
+    """Same class, same parameters in the same order, drawn from the same seed (encoder layers
+    first, then the head), so a fixed seed gives the same run; the same Q-values."""
+    net = build(compose_config(overrides), overrides=network_overrides)
+    torch.manual_seed(0)
+    expected = reference()
+    assert isinstance(expected, type(net))  # MLPQNetwork: the shorthand ActionOutQNetwork
+    state, expected_state = net.state_dict(), expected.state_dict()
+    assert list(state) == list(expected_state)
+    for key, value in expected_state.items():
+        exact(state[key], value)
+    assert [type(m) for m in net.modules()][1:] == [type(m) for m in expected.modules()][1:]
+    obs = torch.randn(9, 4) * 2
+    net.eval(), expected.eval()
+    exact(net(obs), expected(obs))
+    net.train(), expected.train()  # noise and dropout draw from the global generator
+    torch.manual_seed(1)
+    q = net(obs)
+    torch.manual_seed(1)
+    exact(q, expected(obs))
+
+
+def test_exploration_overrides_reach_every_part_that_declares_them(compose_config) -> None:
+    net = build(compose_config(["arch/head=dueling"]), overrides={"noisy": True, "dropout": 0.25})
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, NoisyLinear))]
+    assert len(layers) == 4  # two hidden layers, the value and the advantage streams
+    assert all(isinstance(m, NoisyLinear) for m in layers)
+    # dropout only where declared: after each hidden layer of the encoder, none in the head
+    assert [m.p for m in net.encoder.modules() if isinstance(m, nn.Dropout)] == [0.25, 0.25]
+    assert not [m for m in net.head.modules() if isinstance(m, nn.Dropout)]
+
+
+def test_an_override_no_part_declares_is_a_clear_error(compose_config) -> None:
+    with pytest.raises(ValueError, match=r"the exploration needs \['temperature'\] in the network"):
+        build(compose_config([]), overrides={"temperature": 1.0})
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mlp_action_in"])
+def test_the_bounds_are_not_asked_for_where_unused(compose_config, arch: str) -> None:
+    def no_bounds() -> tuple[list[float], list[float]]:
+        raise AssertionError("asked for the observation bounds")
+
+    build(compose_config([f"arch={arch}"]), obs_bounds=no_bounds)
+
+
+@pytest.mark.parametrize("arch", ["tabular", "linear"])
+def test_the_bounds_reach_the_archs_that_need_them(compose_config, arch: str) -> None:
+    calls: list[int] = []
+
+    def bounds() -> tuple[list[float], list[float]]:
+        calls.append(1)
+        return BOUNDS
+
+    net = build(compose_config([f"arch={arch}"]), obs_bounds=bounds)
+    assert calls == [1]
+    low = net.low if arch == "tabular" else net.encoder.low
+    exact(low, torch.tensor(BOUNDS[0]))
+
+
+def test_numpy_acting_engages_for_the_default_network(compose_config) -> None:
+    net = build(compose_config([]))
+    mirror = NumpyMLP.build(net)
+    assert mirror is not None
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    q = mirror(obs)
+    assert q is not None
+    np.testing.assert_allclose(q, net(torch.as_tensor(obs)).detach().numpy(), rtol=0, atol=1e-5)
+    assert NumpyMLP.build(build(compose_config(["arch/head=dueling"]))) is None  # through torch
+
+
+def test_a_part_chosen_by_a_string_names_the_group_syntax(compose_config) -> None:
+    cfg = compose_config(["arch.head=dueling"])  # Hydra accepts it: a string replaces the node
+    message = "arch.head='dueling' is not a config node: choose the head with arch/head=NAME"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build(cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+arch.encoder.hiden_sizes=[64]"],
+            "arch.encoder.hiden_sizes=[64] is not a parameter of rl_lightning.networks.MLPEncoder: "
+            "allowed keys are obs_shape, hidden_sizes, activation, dropout, norm, noisy "
+            "(did you mean hidden_sizes?)",
+        ),
+        (
+            ["+arch.head.bais=false"],
+            "arch.head.bais=False is not a parameter of rl_lightning.networks.linear_head: "
+            "allowed keys are in_features, num_actions, bias, init_zero, noisy (did you mean bias?)",
+        ),
+        (
+            ["arch/head=dueling", "+arch.head.bias=false"],
+            "arch.head.bias=False is not a parameter of rl_lightning.networks.DuelingHead",
+        ),
+        # a part's key one level up (the keys before arch.encoder / arch.head existed)
+        (
+            ["+arch.hidden_sizes=[64]"],
+            "arch.hidden_sizes=[64] is not a parameter of rl_lightning.networks.ActionOutQNetwork: "
+            "allowed keys are obs_shape, num_actions, encoder, head "
+            "(did you mean arch.encoder.hidden_sizes?)",
+        ),
+        (["arch=mlp_action_in", "+arch.norm=batchnorm"], "(did you mean arch.encoder.norm?)"),
+    ],
+)
+def test_a_wrong_arch_key_gets_a_hint(compose_config, overrides, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_config(overrides))
+    assert message in str(info.value)
+
+
+def test_the_presets_pass_validation(compose_config) -> None:
+    for overrides in (
+        [],
+        ["arch/head=dueling"],
+        ["arch=mlp_action_in"],
+        ["arch=tabular"],
+        ["arch=linear"],
+        ["experiment=cartpole_dqn", "arch=mlp_action_in"],
+        ["experiment=ablation_batchnorm"],
+    ):
+        validate_config(compose_config(overrides))
+
+
+# the arch node as configs stored in checkpoints before arch.encoder / arch.head (rl-eval reads it)
+OLD_MLP = {
+    "_target_": "rl_lightning.networks.MLPQNetwork",
+    "hidden_sizes": [128, 128],
+    "activation": "relu",
+    "dropout": 0.0,
+    "norm": "none",
+    "head": "dueling",
+    "noisy": False,
+    "bias": True,
+    "init_zero": False,
+}
+OLD_ACTION_IN = {
+    "_target_": "rl_lightning.networks.ActionInQNetwork",
+    "hidden_sizes": [128, 128],
+    "activation": "relu",
+    "action_encoding": "embedding",
+    "embedding_dim": 8,
+    "dropout": 0.0,
+    "norm": "none",
+    "noisy": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("old", "overrides"),
+    [
+        (OLD_MLP, ["arch/head=dueling"]),
+        (OLD_ACTION_IN, ["arch=mlp_action_in", "arch.action_encoding=embedding"]),
+    ],
+    ids=["mlp_dueling", "action_in"],
+)
+@pytest.mark.parametrize("network_overrides", [{}, {"noisy": True}], ids=["plain", "noisy"])
+def test_a_config_stored_before_encoder_and_head_builds_the_same_network(
+    compose_config, old, overrides, network_overrides
+) -> None:
+    stored = OmegaConf.create({"arch": old})
+    net = build(stored, overrides=network_overrides)
+    expected = build(compose_config(overrides), overrides=network_overrides)
+    assert list(net.state_dict()) == list(expected.state_dict())  # a checkpoint's weights load
+    for key, value in expected.state_dict().items():
+        exact(net.state_dict()[key], value)

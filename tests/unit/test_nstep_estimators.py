@@ -3,8 +3,8 @@
 Hand-made lanes are written with ``ReplayBuffer.add`` exactly as ``VectorCollector`` writes
 them (gymnasium's NEXT_STEP auto-reset: the step after an episode end stores the final
 observation, reward 0, no flags, ``reset_step=True``). Windows are built with
-``buffer._gather(starts, lanes, n)``, converted to tensors and fed to ``Estimator.target``
-(and to ``QLearningModule.td_target``) with hand-picked Q-value tables indexed by the
+``buffer.gather(starts, lanes, n)``, converted to tensors and fed to each estimator's ``target``
+(and to ``TDLoss.td_target`` inside a ``QLearningModule``) with hand-picked Q-value tables indexed by the
 observation, which is a state id. Every expected target is computed by hand in a comment.
 
 gamma = 0.9: gamma^2 = 0.81, gamma^3 = 0.729.
@@ -20,8 +20,14 @@ import torch
 from torch import nn
 
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
-from rl_lightning.estimators import ESTIMATORS, Estimator
+from rl_lightning.data.samplers import UniformSampler
+from rl_lightning.estimators import Estimator, TDInputs, window_return
+from rl_lightning.estimators.double_q import DoubleQLearning
+from rl_lightning.estimators.expected_sarsa import ExpectedSarsa
+from rl_lightning.estimators.q_learning import QLearning
+from rl_lightning.estimators.sarsa import Sarsa
 from rl_lightning.exploration import EpsilonGreedy, LinearSchedule
+from rl_lightning.losses import TDLoss
 from rl_lightning.module import QLearningModule
 from rl_lightning.target_updates import HardTargetUpdate, NoTargetUpdate
 
@@ -29,6 +35,14 @@ GAMMA = 0.9
 NUM_ACTIONS = 3
 NUM_STATES = 30
 NAN = float("nan")
+# the four estimators by their config names (conf/estimator/<name>.yaml)
+CLASSES: dict[str, type[Estimator]] = {
+    "q_learning": QLearning,
+    "sarsa": Sarsa,
+    "expected_sarsa": ExpectedSarsa,
+    "double_q": DoubleQLearning,
+}
+ESTIMATORS = tuple(CLASSES)
 
 # One row per vector step: (obs = state id, action, reward, terminated, truncated, reset_step).
 # Row t holds (o_t, a_t, r_{t+1}, terminated_{t+1}, truncated_{t+1}).
@@ -118,7 +132,7 @@ def write(buf: ReplayBuffer, lanes: list[list[tuple]]) -> None:
 
 
 def two_lane_buffer() -> ReplayBuffer:
-    buf = ReplayBuffer(capacity=20, num_envs=2, obs_shape=(1,), seed=0)  # 10 rows, no wrap
+    buf = ReplayBuffer(capacity=20, num_envs=2, obs_shape=(1,))  # 10 rows, no wrap
     write(buf, [LANE_0, LANE_1])
     return buf
 
@@ -127,21 +141,23 @@ def gather(buf: ReplayBuffer, windows: list[tuple[int, int]], n: int) -> Transit
     """Windows given as (lane, start row), converted to tensors."""
     lanes = np.array([lane for lane, _ in windows], dtype=np.int64)
     starts = np.array([start for _, start in windows], dtype=np.int64)
-    return buf._gather(starts, lanes, n).map(torch.as_tensor)
+    return buf.gather(starts, lanes, n).map(torch.as_tensor)
 
 
 def target(name: str, batch: TransitionBatch, n: int) -> torch.Tensor:
-    """Estimator.target with the hand tables looked up at the bootstrap observations."""
-    s_next = batch.next_obs[:, 0].long()
-    return Estimator(name=name, n_step=n).target(
-        rewards=batch.rewards,
-        n_steps=batch.n_steps,
-        terminated=batch.terminated,
-        gamma=GAMMA,
-        q_t=Q_VALUE[s_next],
-        q_t_online=Q_ONLINE[s_next],
-        a_t=batch.next_actions,
-        probs_t=PROBS[s_next],
+    """The estimator's target with the hand tables looked up at the bootstrap observations."""
+    s_t = batch.next_obs[:, 0].long()
+    r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, GAMMA)
+    return CLASSES[name](n_step=n).target(
+        TDInputs(
+            r_t=r_t,
+            discount_t=discount_t,
+            q_t=Q_VALUE[s_t],
+            a_tm1=batch.actions,
+            a_t=batch.next_actions,
+            probs_t=PROBS[s_t],
+            q_t_online=Q_ONLINE[s_t],
+        )
     )
 
 
@@ -249,7 +265,7 @@ WRAP_ACTIONS = [0, 1, 0, 1, 0, 1, 0, 2]  # rows 0, 1, 2 (overwritten) differ fro
 
 
 def wrapped_buffer() -> ReplayBuffer:
-    buf = ReplayBuffer(capacity=5, num_envs=1, obs_shape=(1,), seed=0)
+    buf = ReplayBuffer(capacity=5, num_envs=1, obs_shape=(1,))
     lane = [(20 + t, a, float(t), False, False, False) for t, a in enumerate(WRAP_ACTIONS)]
     write(buf, [lane])
     return buf
@@ -283,14 +299,15 @@ def test_sarsa_reads_the_next_action_across_the_wrap() -> None:
 
 
 def test_sampling_across_the_wrap_gives_the_same_windows() -> None:
-    # buf.sample picks the start rows itself; both 3-step windows it can pick are the ones above
-    batch = wrapped_buffer().sample(200, n_step=3).map(torch.as_tensor)
+    # the uniform sampler picks the start rows itself; both 3-step windows it can pick are the
+    # ones above
+    batch = UniformSampler(seed=0).sample(wrapped_buffer(), 200, 3).map(torch.as_tensor)
     assert set(batch.obs[:, 0].tolist()) == {23.0, 24.0}
     expected = torch.where(batch.obs[:, 0] == 23.0, 11.379, 14.818)
     torch.testing.assert_close(target("sarsa", batch, 3), expected, rtol=0, atol=1e-5)
 
 
-# -- the same numbers through QLearningModule.td_target --------------------------------------
+# -- the same numbers through TDLoss.td_target inside the module -----------------------------
 
 
 class LookupQ(nn.Module):
@@ -308,16 +325,20 @@ class LookupQ(nn.Module):
 
 
 def make_module(name: str, n: int, target_update=None) -> QLearningModule:
+    target_update = target_update or HardTargetUpdate(every_updates=1000)
     module = QLearningModule(
-        q_network=LookupQ(Q_ONLINE),
-        estimator=Estimator(name=name, n_step=n),
-        target_update=target_update or HardTargetUpdate(every_updates=1000),
-        loss=nn.MSELoss(),
-        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
-        exploration=EpsilonGreedy(
-            schedule=LinearSchedule(start=0.3, end=0.3, duration_env_steps=1)
+        loss=TDLoss(
+            q_network=LookupQ(Q_ONLINE),
+            estimator=CLASSES[name](n_step=n),
+            loss=nn.MSELoss(),
+            gamma=GAMMA,
+            use_target_network=target_update.uses_target_network,
+            exploration=EpsilonGreedy(
+                schedule=LinearSchedule(start=0.3, end=0.3, duration_env_steps=1)
+            ),
         ),
-        gamma=GAMMA,
+        target_update=target_update,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
     )
     if module.target_network is not None:
         with torch.no_grad():
@@ -338,7 +359,7 @@ def test_module_td_target_wires_target_and_online_networks(name: str, n: int) ->
     # epsilon-greedy probabilities of Expected SARSA: the same hand numbers as above
     windows, expected = (WINDOWS_3, EXPECTED_3) if n == 3 else (WINDOWS_1, EXPECTED_1)
     batch = gather(two_lane_buffer(), windows, n)
-    close(make_module(name, n).td_target(batch), expected[name])
+    close(make_module(name, n).loss.td_target(batch), expected[name])
 
 
 def test_module_without_target_network_bootstraps_from_the_online_network() -> None:
@@ -349,7 +370,7 @@ def test_module_without_target_network_bootstraps_from_the_online_network() -> N
     assert module.target_network is None
     with torch.no_grad():
         module.q_network.table.copy_(Q_VALUE)
-    close(module.td_target(batch), EXPECTED_3["q_learning"])
+    close(module.loss.td_target(batch), EXPECTED_3["q_learning"])
 
 
 def test_module_loss_regresses_q_of_the_taken_action_on_the_target() -> None:

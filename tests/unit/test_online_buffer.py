@@ -1,5 +1,5 @@
-"""Learning without replay: ``ReplayBuffer.take_new``, ``buffer_capacity`` for ``buffer=online``,
-the online ``ReplayDataset`` stream, and the on-policy replay warning.
+"""Learning without replay: ``OnlineSampler``, ``buffer_capacity`` for ``buffer=online``, the
+online ``ReplayDataset`` stream, and the on-policy replay warning.
 
 Hand-made lanes encode (lane, row) in the observation, 100 * lane + row, so every returned
 transition names its own start row.
@@ -7,14 +7,24 @@ transition names its own start row.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rl_lightning.data import ReplayBuffer, ReplayDataset, VectorCollector
+from rl_lightning.builders import buffer_capacity
+from rl_lightning.data import (
+    OnlineSampler,
+    ReplayBuffer,
+    ReplayDataModule,
+    ReplayDataset,
+    VectorCollector,
+)
 from rl_lightning.envs import make_vector_env
-from rl_lightning.estimators import Estimator
-from rl_lightning.train import buffer_capacity, on_policy_replay_warning
+from rl_lightning.validation import on_policy_replay_warning
 
 # Two lanes, 9 rows. Flags: T terminated, U truncated, R auto-reset row (not a transition).
 #   row:    0  1  2  3  4  5  6  7  8
@@ -36,6 +46,11 @@ def add_row(buf: ReplayBuffer, row: int) -> None:
         np.array([(lane, row) in TRUNCATED for lane in lanes]),
         np.array([(lane, row) in RESETS for lane in lanes]),
     )
+
+
+def take_new(sampler: OnlineSampler, buf: ReplayBuffer, n: int):
+    """The online sampler's next batch (``batch_size`` does not apply)."""
+    return sampler.sample(buf, 0, n)
 
 
 def starts_of(batch) -> list[int]:
@@ -78,34 +93,34 @@ def real_starts(n: int, rows_written: int) -> list[int]:
     ],
 )
 def test_take_new_after_every_step_by_hand(n: int, expected: list) -> None:
-    buf = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,))
+    buf, sampler = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,)), OnlineSampler()
     got = []
     for row in range(NUM_ROWS):
         add_row(buf, row)
-        batch = buf.take_new(n)
+        batch = take_new(sampler, buf, n)
         got.append(None if batch is None else starts_of(batch))
     assert got == expected
-    assert buf.take_new(n) is None  # nothing new since the last call
+    assert take_new(sampler, buf, n) is None  # nothing new since the last call
     flat = [s for part in got if part for s in part]
     assert flat == real_starts(n, NUM_ROWS)  # each real transition once, in time order
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_take_new_once_at_the_end_returns_everything_in_time_order(n: int) -> None:
-    buf = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,))
+    buf, sampler = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,)), OnlineSampler()
     for row in range(NUM_ROWS):
         add_row(buf, row)
-    batch = buf.take_new(n)
+    batch = take_new(sampler, buf, n)
     assert starts_of(batch) == real_starts(n, NUM_ROWS)
-    assert buf.take_new(n) is None
+    assert take_new(sampler, buf, n) is None
 
 
 def test_take_new_windows_are_the_sampled_windows() -> None:
-    # the online batch holds the same n-step windows _gather builds for replay
+    # the online batch holds the same n-step windows gather_flat builds for replay
     buf = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,))
     for row in range(NUM_ROWS):
         add_row(buf, row)
-    batch = buf.take_new(3)
+    batch = take_new(OnlineSampler(), buf, 3)
     by_start = {
         s: (r.tolist(), int(k), float(d), float(o2[0]), int(a2))
         for s, r, k, d, o2, a2 in zip(
@@ -132,10 +147,11 @@ def test_take_new_windows_are_the_sampled_windows() -> None:
 def test_take_new_every_step_through_a_small_ring(n: int) -> None:
     # n + 2 rows per lane: the ring wraps many times, nothing is lost when polled every step
     buf = ReplayBuffer(capacity=2 * (n + 2), num_envs=2, obs_shape=(1,))
+    sampler = OnlineSampler()
     got: list[int] = []
     for row in range(NUM_ROWS):
         add_row(buf, row)
-        batch = buf.take_new(n)
+        batch = take_new(sampler, buf, n)
         if batch is not None:
             got += starts_of(batch)
             np.testing.assert_array_equal(batch.n_steps <= n, True)
@@ -145,7 +161,7 @@ def test_take_new_every_step_through_a_small_ring(n: int) -> None:
 
 def test_take_new_returns_none_when_only_reset_rows_are_new() -> None:
     # one lane: row 0 terminates, row 1 is its auto-reset row, rows 2, 3 are real
-    buf = ReplayBuffer(capacity=10, num_envs=1, obs_shape=(1,))
+    buf, sampler = ReplayBuffer(capacity=10, num_envs=1, obs_shape=(1,)), OnlineSampler()
     flags = [(True, False), (False, True), (False, False), (False, False)]  # (terminated, reset)
     results = []
     for row, (term, reset) in enumerate(flags):
@@ -157,11 +173,30 @@ def test_take_new_returns_none_when_only_reset_rows_are_new() -> None:
             np.array([False]),
             np.array([reset]),
         )
-        batch = buf.take_new(1)
+        batch = take_new(sampler, buf, 1)
         results.append(None if batch is None else starts_of(batch))
     # w=1: nothing; w=2: row 0; w=3: row 1 is a reset row -> None (and consumed); w=4: row 2
     assert results == [None, [0], None, [2]]
-    assert buf.consumed_until == 3
+    assert sampler.consumed_until == 3
+
+
+def test_online_sampler_state_round_trip() -> None:
+    buf, sampler = ReplayBuffer(capacity=2 * NUM_ROWS, num_envs=2, obs_shape=(1,)), OnlineSampler()
+    for row in range(5):
+        add_row(buf, row)
+    assert starts_of(take_new(sampler, buf, 1)) == real_starts(1, 5)
+    state = sampler.state_dict()
+    assert state == {"consumed_until": 4}
+    restored = OnlineSampler(seed=3)  # the seed is unused: the order is deterministic
+    restored.load_state_dict(state)
+    for row in range(5, NUM_ROWS):
+        add_row(buf, row)
+    rest = [s for s in real_starts(1, NUM_ROWS) if s % 100 >= 4]
+    assert starts_of(take_new(sampler, buf, 1)) == starts_of(take_new(restored, buf, 1)) == rest
+    # without the buffer's contents the consumption restarts with the refilled buffer
+    restored.load_state_dict(state, buffer_restored=False)
+    assert restored.consumed_until == 0
+    assert OnlineSampler.online and not OnlineSampler.needs_td_errors
 
 
 # -- buffer_capacity -------------------------------------------------------------------------
@@ -191,11 +226,15 @@ def test_online_buffer_capacity(compose_config, num_envs, per_update, n, expecte
 def test_replay_buffer_capacity_is_the_configured_one(compose_config) -> None:
     cfg = compose_config(["buffer=replay", "buffer.capacity=5000"])
     assert buffer_capacity(cfg, 1) == buffer_capacity(cfg, 3) == 5000
-    with pytest.raises(ValueError, match="buffer.kind"):
-        buffer_capacity(compose_config(["buffer.kind=prioritized"]), 1)
+    with pytest.raises(ValueError, match="not an importable class"):
+        buffer_capacity(compose_config(["buffer.sampler._target_=rl_lightning.data.Nope"]), 1)
+    with pytest.raises(ValueError, match="not a sampler"):
+        buffer_capacity(
+            compose_config(["buffer.sampler._target_=rl_lightning.data.ReplayBuffer"]), 1
+        )
 
 
-# -- the online stream (ReplayDataset(online=True)) on the real collector --------------------
+# -- the online stream (ReplayDataset with an OnlineSampler) on the real collector -----------
 
 
 def online_stream(num_states: int, num_envs: int, per_update: int, n: int, total: int):
@@ -209,14 +248,12 @@ def online_stream(num_states: int, num_envs: int, per_update: int, n: int, total
     )
     cfg = OmegaConf.create(
         {
-            "buffer": {"kind": "online"},
+            "buffer": {"sampler": {"_target_": "rl_lightning.data.OnlineSampler"}},
             "env": {"num_envs": num_envs},
             "env_steps_per_update": per_update,
         }
     )
-    buf = ReplayBuffer(
-        capacity=buffer_capacity(cfg, n), num_envs=num_envs, obs_shape=(num_states,), seed=0
-    )
+    buf = ReplayBuffer(capacity=buffer_capacity(cfg, n), num_envs=num_envs, obs_shape=(num_states,))
     real_rows: list[int] = []  # real lanes of every row written
     add = buf.add
 
@@ -231,13 +268,13 @@ def online_stream(num_states: int, num_envs: int, per_update: int, n: int, total
     dataset = ReplayDataset(
         collector=collector,
         buffer=buf,
+        sampler=OnlineSampler(),
         batch_size=1,
         n_step=n,
         total_env_steps=total,
         learning_starts_env_steps=0,
         env_steps_per_update=per_update,
         updates_per_batch=1,
-        online=True,
     )
     used = 0
     for item in dataset:
@@ -258,9 +295,44 @@ def test_online_stream_uses_every_transition_once() -> None:
 
 def test_online_stream_with_frequent_episode_ends_uses_every_transition_once() -> None:
     # the same chain with 16 env steps per update: rollout_rows = 4, 7 rows per lane, but
-    # 16 real steps take 8 alternating rows -> windows are overwritten before take_new
+    # 16 real steps take 8 alternating rows -> windows are overwritten before they are taken
     used, completed = online_stream(num_states=2, num_envs=4, per_update=16, n=1, total=400)
     assert used == completed
+
+
+def test_online_stream_continues_identically_after_a_checkpoint() -> None:
+    def datamodule() -> ReplayDataModule:
+        return ReplayDataModule(
+            env=make_vector_env(id="CartPole-v1", num_envs=4),
+            policy=lambda obs, step: (obs[:, 2] > 0).astype(np.int64),  # deterministic
+            capacity=4 * (2 * 2 + 1 + 2 + 2),  # buffer_capacity: one rollout of 8 + the window
+            seed=0,
+            sampler=OnlineSampler(),
+            batch_size=1,
+            n_step=2,
+            total_env_steps=600,
+            learning_starts_env_steps=16,
+            env_steps_per_update=8,
+            updates_per_batch=1,
+        )
+
+    original = datamodule()
+    stream = iter(original.dataset)
+    for _ in range(20):
+        next(stream)
+    state = original.state_dict()
+    assert state["sampler"]["consumed_until"] > 0
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # as Lightning saves and resumes it
+    buffer.seek(0)
+    restored = datamodule()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    items = 0
+    for a, b in zip(stream, restored.dataset, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+        items += 1
+    assert items > 20
 
 
 # -- the on-policy replay warning ------------------------------------------------------------
@@ -268,9 +340,7 @@ def test_online_stream_with_frequent_episode_ends_uses_every_transition_once() -
 
 def warning_for(compose_config, overrides: list[str]) -> str | None:
     cfg = compose_config(overrides)
-    return on_policy_replay_warning(
-        cfg, Estimator(**{k: cfg.estimator[k] for k in ("name", "n_step")})
-    )
+    return on_policy_replay_warning(cfg, instantiate(cfg.estimator))
 
 
 # default: replay capacity 100_000, a burst = updates_per_batch 128 * env_steps_per_update 2

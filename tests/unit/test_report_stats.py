@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rliable import metrics
 
-from rl_lightning.report import (
+from rl_lightning.report_stats import (
     Run,
     curve_intervals,
     curve_matrix,

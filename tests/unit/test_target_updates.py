@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
-from rl_lightning.estimators import Estimator
+from rl_lightning.estimators.double_q import DoubleQLearning
+from rl_lightning.estimators.q_learning import QLearning
 from rl_lightning.exploration import EpsilonGreedy, LinearSchedule
+from rl_lightning.losses import TDLoss
 from rl_lightning.module import QLearningModule
 from rl_lightning.networks import MLPQNetwork
 from rl_lightning.target_updates import (
@@ -26,16 +28,19 @@ def make_module(
     target_update, *, estimator: str = "q_learning", optim=torch.optim.Adam, lr=0.01
 ) -> QLearningModule:
     torch.manual_seed(0)
-    return QLearningModule(
+    estimators = {"q_learning": QLearning, "double_q": DoubleQLearning}
+    loss = TDLoss(
         q_network=MLPQNetwork(obs_shape=[4], num_actions=3, hidden_sizes=[8]),
-        estimator=Estimator(name=estimator, n_step=1),
-        target_update=target_update,
+        estimator=estimators[estimator](n_step=1),
         loss=nn.MSELoss(),
-        optimizer=functools.partial(optim, lr=lr),
+        gamma=0.9,
+        use_target_network=target_update.uses_target_network,
         exploration=EpsilonGreedy(
             schedule=LinearSchedule(start=0.3, end=0.3, duration_env_steps=1)
         ),
-        gamma=0.9,
+    )
+    return QLearningModule(
+        loss=loss, target_update=target_update, optimizer=functools.partial(optim, lr=lr)
     )
 
 
@@ -103,12 +108,12 @@ def test_td_target_bootstraps_from_the_target_network() -> None:
     expected_q = module.target_network(batch.next_obs)
     # y = r + 0.9 * (1 - d) * max_a Q_target(s', a)
     expected = batch.rewards[:, 0] + 0.9 * (1 - batch.terminated) * expected_q.max(dim=1).values
-    torch.testing.assert_close(module.td_target(batch), expected)
+    torch.testing.assert_close(module.loss.td_target(batch), expected)
     online = (
         batch.rewards[:, 0]
         + 0.9 * (1 - batch.terminated) * module.q_network(batch.next_obs).max(1).values
     )
-    assert not torch.allclose(module.td_target(batch), online)
+    assert not torch.allclose(module.loss.td_target(batch), online)
 
 
 def test_double_q_selects_online_and_evaluates_target() -> None:
@@ -120,14 +125,14 @@ def test_double_q_selects_online_and_evaluates_target() -> None:
     a_star = module.q_network(batch.next_obs).argmax(dim=1)
     value = module.target_network(batch.next_obs).gather(1, a_star[:, None])[:, 0]
     expected = batch.rewards[:, 0] + 0.9 * (1 - batch.terminated) * value
-    torch.testing.assert_close(module.td_target(batch), expected.detach())
+    torch.testing.assert_close(module.loss.td_target(batch), expected.detach())
 
 
 def test_no_target_network_bootstraps_from_the_online_network_without_gradient() -> None:
     module = make_module(NoTargetUpdate())
     assert module.target_network is None
     batch = random_batch(2)
-    y = module.td_target(batch)
+    y = module.loss.td_target(batch)
     assert not y.requires_grad
     expected = (
         batch.rewards[:, 0]
@@ -223,10 +228,16 @@ def test_validation() -> None:
     with pytest.raises(ValueError, match="every_updates"):
         PolyakTargetUpdate(coefficient=0.5, every_updates=0)
     assert not NoTargetUpdate.uses_target_network
-    assert NoTargetUpdate()(linear(1.0), None, 1) is None
-    # hard and polyak tolerate a missing target network
-    HardTargetUpdate(every_updates=1)(linear(1.0), None, 1)
-    PolyakTargetUpdate(coefficient=0.5)(linear(1.0), None, 1)
+    online, target = linear(1.0), linear(-1.0)
+    for updates in (1, 2, 3):  # a target network, if one is passed, is never touched
+        NoTargetUpdate()(online, target, updates)
+    assert torch.equal(target.weight, torch.full((2, 2), -1.0))
+    assert torch.equal(target.bias, torch.full((2,), -1.0))
+    # hard and polyak tolerate a missing target network, and only read the online one
+    HardTargetUpdate(every_updates=1)(online, None, 1)
+    PolyakTargetUpdate(coefficient=0.5)(online, None, 1)
+    assert torch.equal(online.weight, torch.ones(2, 2))
+    assert torch.equal(online.bias, torch.ones(2))
 
 
 def test_target_network_stays_in_eval_mode() -> None:
@@ -234,4 +245,4 @@ def test_target_network_stays_in_eval_mode() -> None:
     module.train()
     assert module.q_network.training
     assert not module.target_network.training
-    assert np.isclose(module.gamma, 0.9)
+    assert np.isclose(module.loss.gamma, 0.9)

@@ -37,8 +37,9 @@ CASES = [
     (["+env.num_env=8"], "(did you mean num_envs?)"),
     (
         ["+estimator.nstep=3"],
-        "estimator.nstep=3 is not a parameter of rl_lightning.estimators.Estimator: allowed "
-        "keys are name, n_step (did you mean n_step?)",
+        "estimator.nstep=3 is not a parameter of "
+        "rl_lightning.estimators.double_q.DoubleQLearning: allowed keys are n_step (did you mean "
+        "n_step?)",
     ),
     (
         ["+optim.learning_rate=0.1"],

@@ -1,14 +1,16 @@
-"""Greedy evaluation every ``every_env_steps`` environment steps, on separate envs."""
+"""Greedy evaluation every ``every_env_steps`` environment steps, and once at the end, on
+separate envs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytorch_lightning as pl
 
-from rl_lightning.evaluation import evaluate_greedy
+from rl_lightning.context import RunContext
+from rl_lightning.greedy import evaluate_greedy
 from rl_lightning.module import QLearningModule
 
 
@@ -16,25 +18,27 @@ class GreedyEvaluationCallback(pl.Callback):
     """Logs ``eval/return_mean`` and ``eval/return_std`` against environment steps.
 
     Args:
-        make_env: builds the evaluation vector env (called once, lazily).
-        every_env_steps: evaluation period in environment steps (0 disables).
-        episodes: episodes per evaluation.
-        seed: evaluation seed (each evaluation uses the same start states, so curves
+        context: the run's facts: ``make_env`` builds the evaluation envs (once, lazily) and
+            ``eval_seed`` seeds them (each evaluation uses the same start states, so curves
             compare policies, not start-state luck).
+        every_env_steps: evaluation period in environment steps (0 disables).
+        episodes: episodes per periodic evaluation (one env lane each).
+        final_episodes: episodes of the final evaluation (``evaluate_final``, summary.json).
     """
 
     def __init__(
         self,
         *,
-        make_env: Callable[[], gym.vector.VectorEnv],
+        context: RunContext,
         every_env_steps: int,
         episodes: int,
-        seed: int,
+        final_episodes: int,
     ) -> None:
-        self.make_env = make_env
+        self.make_env = context.make_env
         self.every_env_steps = int(every_env_steps)
         self.episodes = int(episodes)
-        self.seed = seed
+        self.final_episodes = int(final_episodes)
+        self.seed = context.eval_seed
         self.history: list[dict[str, float]] = []
         self._env: gym.vector.VectorEnv | None = None
         self._next_eval = self.every_env_steps
@@ -50,17 +54,37 @@ class GreedyEvaluationCallback(pl.Callback):
         while self._next_eval <= env_steps:
             self._next_eval += self.every_env_steps
         if self._env is None:
-            self._env = self.make_env()
+            self._env = self.make_env(self.episodes)
         returns = evaluate_greedy(
             pl_module.q_network, self._env, episodes=self.episodes, seed=self.seed
         )
+        metrics = self._log(trainer, returns, env_steps)
+        self.history.append({"env_steps": float(env_steps), **metrics})
+
+    def evaluate_final(self, trainer: pl.Trainer, pl_module: QLearningModule) -> np.ndarray:
+        """The final greedy evaluation (``final_episodes`` episodes on fresh envs, same seed),
+        logged at the last env step; returns the episodes' returns (not added to history)."""
+        env = self.make_env(self.final_episodes)
+        try:
+            returns = evaluate_greedy(
+                pl_module.q_network, env, episodes=self.final_episodes, seed=self.seed
+            )
+        finally:
+            env.close()
+        self._log(trainer, returns, pl_module.env_steps)
+        for logger in trainer.loggers:
+            logger.save()
+        return returns
+
+    @staticmethod
+    def _log(trainer: pl.Trainer, returns: np.ndarray, env_steps: int) -> dict[str, float]:
         metrics = {
             "eval/return_mean": float(returns.mean()),
             "eval/return_std": float(returns.std()),
         }
-        self.history.append({"env_steps": float(env_steps), **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=env_steps)
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "next_eval": self._next_eval}
