@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import os
 import sys
@@ -142,7 +143,16 @@ def unknown_key_problems(cfg: DictConfig) -> list[str]:
 
 
 def env_id_problem(env_id: str) -> str | None:
-    """A message naming close matches when ``env_id`` is not registered with gymnasium."""
+    """A message naming close matches when ``env_id`` is not registered with gymnasium.
+
+    ``module:EnvId`` (gymnasium's own syntax) imports ``module`` first, which registers the env:
+    a package of your own needs no edit of this one (docs/extending.md)."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return f"env.id={module}:{env_id}: cannot import {module!r} ({exc})"
     register_envs(env_id)
     if env_id in gym.registry:
         return None
