@@ -24,22 +24,35 @@ import tempfile
 import time
 from pathlib import Path
 
-#: top-level packages whose import time is reported on its own line
-PACKAGES = ("torch", "pytorch_lightning", "lightning_fabric", "wandb", "matplotlib", "sklearn")
-_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
+#: packages whose import time is reported on its own line (the rest: "other")
+PACKAGES = (
+    "torch",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "torchmetrics",
+    "hydra",
+    "omegaconf",
+    "gymnasium",
+    "numpy",
+    "wandb",
+    "matplotlib",
+    "sklearn",
+    "ale_py",
+    "rl_lightning",
+)
+_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s*(\S+)")
 
 
 def import_times(stderr: str) -> dict[str, float]:
-    """Cumulative seconds per top-level package from ``-X importtime`` output; packages first
-    imported inside another one count for the outer one (as the run pays them)."""
+    """Seconds spent importing each package's own modules (the *self* times of ``-X
+    importtime``, summed per top-level package name), so that a package imported by another
+    is charged to itself, not to the one that imported it."""
     out: dict[str, float] = {}
     for match in _LINE.finditer(stderr):
-        cumulative_us, indent, name = int(match.group(2)), match.group(3), match.group(4)
-        if len(indent) != 1:  # only top-level imports (one space of indentation)
-            continue
+        self_us, name = int(match.group(1)), match.group(3)
         root = name.split(".")[0]
         key = root if root in PACKAGES else "other"
-        out[key] = out.get(key, 0.0) + cumulative_us / 1e6
+        out[key] = out.get(key, 0.0) + self_us / 1e6
     return out
 
 
