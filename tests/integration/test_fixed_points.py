@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from rl_lightning.builders import build_q_network, make_env
+from rl_lightning.builders import load_q_network
 from rl_lightning.envs import chain_optimal_q
-from rl_lightning.train import CHECKPOINT_NAME, train
+from rl_lightning.train import train
 
 GAMMA = 0.9
 NUM_STATES = 6
@@ -167,16 +167,9 @@ def test_n_step_fixed_point_by_hand() -> None:
 # -- training runs ---------------------------------------------------------------------------
 
 
-def learned_q(cfg, run_dir: Path) -> np.ndarray:
+def learned_q(run_dir: Path) -> np.ndarray:
     """The trained network's Q-values of the non-terminal one-hot states: (5, 2)."""
-    env = make_env(cfg, 1)
-    net = build_q_network(cfg, env)
-    env.close()
-    state = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-    prefix = "q_network."
-    net.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    )
+    net, _ = load_q_network(run_dir)  # checkpoints/last.ckpt, rebuilt by the run's builders
     net.eval()
     with torch.no_grad():
         return net(torch.eye(NUM_STATES)[: NUM_STATES - 1]).double().numpy()
@@ -189,7 +182,7 @@ def run(compose_config, tmp_path: Path, overrides: list[str]) -> tuple[np.ndarra
     assert summary["env_steps"] >= cfg.total_env_steps
     # the greedy policy goes right from every state: every evaluation episode returns 1
     assert summary["eval_return_mean"] == 1.0
-    q = learned_q(cfg, tmp_path)
+    q = learned_q(tmp_path)
     np.testing.assert_array_equal(q.argmax(axis=1), RIGHT)
     return q, summary
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from rl_lightning.builders import build_q_network, make_env
+from rl_lightning.builders import load_q_network
 from rl_lightning.envs import chain_optimal_q
-from rl_lightning.train import CHECKPOINT_NAME, train
+from rl_lightning.train import train
 
 GAMMA = 0.9
 NUM_STATES = 6
@@ -118,16 +118,9 @@ COMMON = [
 ]
 
 
-def learned_q(cfg, run_dir: Path) -> np.ndarray:
+def learned_q(run_dir: Path) -> np.ndarray:
     """The trained network's Q-values of the non-terminal one-hot states: (5, 2)."""
-    env = make_env(cfg, 1)
-    net = build_q_network(cfg, env)
-    env.close()
-    state = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-    prefix = "q_network."
-    net.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    )
+    net, _ = load_q_network(run_dir)  # checkpoints/last.ckpt, rebuilt by the run's builders
     net.eval()
     with torch.no_grad():
         return net(torch.eye(NUM_STATES)[: NUM_STATES - 1]).double().numpy()
@@ -141,7 +134,7 @@ def test_learning_reaches_the_munchausen_fixed_point(compose_config, tmp_path, t
     assert summary["status"] == "completed", summary.get("error")
     assert summary["eval_return_mean"] == 1.0  # the greedy policy goes right everywhere
     assert "warnings" not in summary  # off-policy at n = 1: replay is fine
-    q = learned_q(cfg, tmp_path)
+    q = learned_q(tmp_path)
     fixed_point = munchausen_fixed_point(tau, ALPHA, L0)
     np.testing.assert_allclose(q, fixed_point, atol=0.05)
     # ... which is not Q*: the bonus widens the action gap by about 0.7 or more

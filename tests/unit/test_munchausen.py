@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from q_doubles import LookupQ
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
@@ -90,20 +91,6 @@ def test_limits_alpha_zero_is_soft_q_learning_and_small_tau_is_q_learning() -> N
     )
     q_learning = QLearning().target(TDInputs(r_t, discount_t, q_t, greedy))
     torch.testing.assert_close(hard, q_learning, rtol=0, atol=1e-3)
-
-
-class LookupQ(nn.Module):
-    """Q(s, .) = table[s]: observations are state ids."""
-
-    def __init__(self, q: torch.Tensor) -> None:
-        super().__init__()
-        self.table = nn.Parameter(q.clone())
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.table[obs[:, 0].long()]
-
-    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
 
 
 def test_the_loss_reads_the_target_network_at_both_states() -> None:

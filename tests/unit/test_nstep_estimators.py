@@ -17,6 +17,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from q_doubles import LookupQ
 from torch import nn
 
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
@@ -308,20 +309,6 @@ def test_sampling_across_the_wrap_gives_the_same_windows() -> None:
 
 
 # -- the same numbers through TDLoss.td_target inside the module -----------------------------
-
-
-class LookupQ(nn.Module):
-    """Q(s, .) = table[s]: observations are state ids."""
-
-    def __init__(self, q: torch.Tensor) -> None:
-        super().__init__()
-        self.table = nn.Parameter(q.clone())
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.table[obs[:, 0].long()]
-
-    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
 
 
 def make_module(name: str, n: int, target_update=None) -> QLearningModule:
