@@ -253,6 +253,10 @@ class Actor:
             NumpyMLP.build(q_network) if numpy_acting and not self._mode_sensitive else None
         )
 
+    def act_through_torch(self) -> None:
+        """Compute every acting forward pass with torch (no numpy fast path)."""
+        self._numpy = None
+
     def state_dict(self) -> dict[str, Any]:
         """The exploration generator's state (the schedule is a function of the env step)."""
         return {"rng": self.rng.bit_generator.state}

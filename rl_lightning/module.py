@@ -137,6 +137,8 @@ class QLearningModule(pl.LightningModule):
         self.stats = TrainStats()  # deferred statistics and the divergence watch
         self._last_log = (time.perf_counter(), 0)
         self._direct: bool | None = None  # take the direct update path (decided at train start)
+        #: False: always update through Lightning's hooks (the benchmark's ablation)
+        self.allow_direct_updates = True
         self._params: list[nn.Parameter] = []
         self._foreach_clip = False  # clip with two foreach kernels (see clip_grad_norm)
         self.learn_time_s = 0.0  # wall time inside learn(): updates, not collection (perf)
@@ -166,7 +168,8 @@ class QLearningModule(pl.LightningModule):
         trainer: Any = self.trainer
         listeners = [self, *trainer.callbacks]
         self._direct = (
-            type(trainer.strategy) is SingleDeviceStrategy
+            self.allow_direct_updates
+            and type(trainer.strategy) is SingleDeviceStrategy
             and type(trainer.precision_plugin) is Precision
             and isinstance(trainer.profiler, PassThroughProfiler)
             and not is_overridden("backward", self, pl.LightningModule)

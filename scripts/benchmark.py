@@ -132,15 +132,9 @@ def worker_rl(spec: dict[str, Any]) -> dict[str, Any]:
     def on_built(run: Run) -> None:
         captured["run"] = run
         if "numpy_acting" in ablate:  # act through torch
-            run.datamodule.collector.policy._numpy = None  # type: ignore[attr-defined]
+            run.datamodule.collector.policy.act_through_torch()  # type: ignore[attr-defined]
         if "direct_updates" in ablate:  # Lightning's manual_backward / LightningOptimizer
-            start = run.module.on_train_start
-
-            def lightning_updates() -> None:
-                start()
-                run.module._direct = False
-
-            run.module.on_train_start = lightning_updates  # type: ignore[method-assign]
+            run.module.allow_direct_updates = False
 
     overrides = rl_overrides(spec)
     cfg = _compose(overrides)
