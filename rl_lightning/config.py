@@ -82,6 +82,12 @@ class CheckpointConfig:
 
 
 @dataclass
+class WatchdogConfig:
+    margin: float = MISSING
+    on_value_blowup: str = MISSING  # warn | stop
+
+
+@dataclass
 class RunConfig:
     """The top level; every value is in conf/config.yaml (with its unit and meaning)."""
 
@@ -105,6 +111,7 @@ class RunConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     fault_injection: FaultInjectionConfig = field(default_factory=FaultInjectionConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     resume: Optional[str] = None  # a run dir, a checkpoint file, or "auto" (None: SLURM auto)
     # component groups: `_target_` nodes, checked against the class they name
     arch: Any = None

@@ -25,9 +25,15 @@ from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.estimators.core import Estimator
 from rl_lightning.exploration import Exploration
 from rl_lightning.losses import TDLoss
-from rl_lightning.train_stats import TrainingDiverged, TrainStats
+from rl_lightning.train_stats import TrainingDiverged, TrainStats, ValueWatchdog
 
-__all__ = ["QLearningModule", "TrainingDiverged", "clip_grad_norm", "foreach_clip_supported"]
+__all__ = [
+    "QLearningModule",
+    "TrainingDiverged",
+    "clip_grad_norm",
+    "foreach_clip_supported",
+    "grad_norm",
+]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 #: called after each update's loss with the minibatch and its TD errors target - Q (B,)
@@ -50,6 +56,19 @@ def foreach_clip_supported(params: list[nn.Parameter]) -> bool:
         and dtype.is_floating_point
         and all(p.device == device and p.dtype == dtype for p in params)
     )
+
+
+@torch.no_grad()
+def grad_norm(params: list[nn.Parameter], foreach: bool) -> torch.Tensor:
+    """The global gradient 2-norm sqrt(sum_p ||grad_p||^2), computed as ``clip_grad_norm``
+    computes it (the same foreach kernels when ``foreach``), without clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norms = (
+        torch._foreach_norm(grads, 2.0) if foreach else [torch.linalg.vector_norm(g) for g in grads]
+    )
+    return torch.linalg.vector_norm(torch.stack(norms), 2.0)
 
 
 @torch.no_grad()
@@ -135,6 +154,8 @@ class QLearningModule(pl.LightningModule):
         self.updates = 0
         self.env_steps = 0
         self.stats = TrainStats()  # deferred statistics and the divergence watch
+        #: compares train/q_max with the value bound at each train-metrics log (None: off)
+        self.watchdog: ValueWatchdog | None = None
         self._last_log = (time.perf_counter(), 0)
         self._direct: bool | None = None  # take the direct update path (decided at train start)
         #: False: always update through Lightning's hooks (the benchmark's ablation)
@@ -244,14 +265,17 @@ class QLearningModule(pl.LightningModule):
             for param in self._params:  # optimizer.zero_grad(set_to_none=True), lean
                 param.grad = None
             loss.backward()
-            if self.max_grad_norm is not None:
-                clip_grad_norm(self._params, self.max_grad_norm, self._foreach_clip)
+            if self.max_grad_norm is not None:  # the norm before clipping
+                norm = clip_grad_norm(self._params, self.max_grad_norm, self._foreach_clip)
+            else:
+                norm = grad_norm(self._params, self._foreach_clip)
             opt._on_before_step()  # Lightning's optimizer-step counter (trainer.global_step)
             opt.optimizer.step()
             opt._on_after_step()
         else:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            norm = grad_norm(self._params, self._foreach_clip)  # before clipping
             if self.max_grad_norm is not None:
                 self.clip_gradients(
                     opt.optimizer,
@@ -261,7 +285,7 @@ class QLearningModule(pl.LightningModule):
             opt.step()
         self.updates += 1
         self.target_update(self.q_network, self.target_network, self.updates)
-        self.stats.add(loss, q_sa, target, self.updates)
+        self.stats.add(loss, q_sa, target, norm, self.updates)
 
     def compute_loss(
         self, batch: TransitionBatch
@@ -289,6 +313,7 @@ class QLearningModule(pl.LightningModule):
             "updates": self.updates,
             "env_steps": self.env_steps,
             **self.stats.state_dict(),
+            "value_warning": self.watchdog.warning if self.watchdog is not None else None,
             "learn_time_s": self.learn_time_s,
         }
 
@@ -297,6 +322,8 @@ class QLearningModule(pl.LightningModule):
         self.updates = int(state.get("updates", 0))
         self.env_steps = int(state.get("env_steps", 0))
         self.stats.load_state_dict(state)
+        if self.watchdog is not None:  # warned before the checkpoint: not again
+            self.watchdog.warning = state.get("value_warning")
         self.learn_time_s = float(state.get("learn_time_s", 0.0))
 
     # -- divergence and logging --------------------------------------------------------------
@@ -314,6 +341,8 @@ class QLearningModule(pl.LightningModule):
             "train/loss": means[0],
             "train/q_mean": means[1],
             "train/td_error_abs": means[2],
+            "train/grad_norm": means[3],
+            "train/q_max": means[4],
             "train/updates": float(self.updates),
             "perf/updates_per_s": (self.updates - last_updates) / max(now - last_time, 1e-9),
         }
@@ -321,3 +350,5 @@ class QLearningModule(pl.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.env_steps)
         self.stats.after_log(means, self.updates, self.env_steps)
+        if self.watchdog is not None:
+            self.watchdog.check(means[4], self.updates, self.env_steps)

@@ -11,6 +11,8 @@ by their command-line overrides without the seed (the W&B group, ``loggers.run_g
   mean (IQM: the mean of the middle 50% of runs) with a 95% stratified-bootstrap confidence
   interval (rliable), the number of completed / failed seeds, env steps and wall time;
 * learning curves: IQM of the evaluation return against env steps with 95% CI bands;
+* value estimates (runs that log them): the mean over seeds of ``eval/overestimation`` and
+  ``eval/v_initial`` against env steps, with 95% CI bands, next to the return curves;
 * the probability of improvement P(X > Y) between groups on the same environment, and the
   performance profile (fraction of runs scoring above tau) where two or more groups compare.
 
@@ -36,6 +38,7 @@ from rl_lightning.report_plots import (
     plot_improvement,
     plot_learning_curves,
     plot_profiles,
+    plot_value_estimates,
 )
 from rl_lightning.report_stats import (
     DEFAULT_REPS,
@@ -94,6 +97,8 @@ def write_report(
     figures: dict[str, Path] = {}
     if any(s.curve is not None for s in stats):
         figures["learning_curves"] = plot_learning_curves(stats, out / "learning_curves.png")
+    if any(s.values for s in stats):
+        figures["value_estimates"] = plot_value_estimates(stats, out / "value_estimates.png")
     if any(s.iqm is not None for s in stats):
         figures["final_returns"] = plot_final_returns(stats, out / "final_returns.png")
 
@@ -208,11 +213,18 @@ def render_markdown(
         "evaluation return, against environment steps (each run interpolated onto the "
         "evaluation points that all its group's runs cover); the band is its 95% "
         "stratified-bootstrap CI.",
+        "value_estimates": "Left: the return curves above. Next to them, the mean over a "
+        "group's completed runs (95% stratified-bootstrap CI band) of `eval/overestimation`, "
+        "the mean over the visited states of the greedy evaluation episodes of V(s_t) - G_t (G_t: "
+        "the discounted return actually obtained from s_t; > 0: the network overestimates), and "
+        "of `eval/v_initial`, the mean V(s_0) of the episodes' first states. A y-axis beyond "
+        "±1,000 is logarithmic past ±100. Runs that do not log them are left out.",
         "final_returns": "Each run's final return (dots), the group's IQM (|) and its 95% CI "
         "(bar).",
     }
     for key, caption in (
         ("learning_curves", "Learning curves"),
+        ("value_estimates", "Value estimates"),
         ("final_returns", "Final returns"),
     ):
         if key in figures:

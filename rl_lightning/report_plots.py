@@ -1,5 +1,6 @@
-"""rl-report's figures (matplotlib, Agg backend): learning curves, final returns,
-probability-of-improvement heat maps and performance profiles, from ``report_stats.GroupStats``.
+"""rl-report's figures (matplotlib, Agg backend): learning curves, the value-estimate panel
+(overestimation and V(s_0) next to the return), final returns, probability-of-improvement heat
+maps and performance profiles, from ``report_stats.GroupStats``.
 matplotlib is imported when a figure is drawn, not with this module.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rl_lightning.report_stats import INSTALL_HINT, GroupStats
+from rl_lightning.report_stats import INSTALL_HINT, VALUE_KEYS, GroupStats
 
 
 def _plt():
@@ -56,6 +57,70 @@ def plot_learning_curves(stats: Sequence[GroupStats], path: Path) -> Path:
         ax.set_ylabel("greedy evaluation return (IQM, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+VALUE_LABELS = {
+    "eval/overestimation": "overestimation: mean of V(s_t) - G_t (mean, 95% CI)",
+    "eval/v_initial": "V(s_0) of the evaluation episodes (mean, 95% CI)",
+}
+
+
+def plot_value_estimates(stats: Sequence[GroupStats], path: Path) -> Path:
+    """One row per environment: the return curves (IQM) and, next to them, the mean over seeds
+    of each value diagnostic in ``VALUE_KEYS`` that some group holds, with 95% CI bands.
+    Groups whose runs predate a diagnostic have no line in its panel."""
+    plt = _plt()
+    envs = sorted({s.env_id for s in stats if s.values})
+    keys = [k for k in VALUE_KEYS if any(k in s.values for s in stats)]
+    ncols = 1 + len(keys)
+    fig, axes = plt.subplots(len(envs), ncols, figsize=(6 * ncols, 4.2 * len(envs)), squeeze=False)
+    fig.subplots_adjust(hspace=0.35)  # a row's titles clear of the x labels above them
+    colors = dict(zip([s.group for s in stats], _colors(len(stats)), strict=True))
+    band_alpha = 0.2 if len(stats) <= 4 else 0.1  # many groups: lighter bands
+    for row, env in zip(axes, envs, strict=True):
+        for col, key in enumerate(["return", *keys]):
+            ax = row[col]
+            for s in stats:
+                if s.env_id != env:
+                    continue
+                if key == "return":
+                    if s.curve is None:
+                        continue
+                    grid, (mid, low, high) = s.grid, s.curve
+                elif key in s.values:
+                    grid, (mid, low, high) = s.values[key]
+                else:
+                    continue
+                label = f"{s.label} (n={len(s.completed)})"
+                ax.plot(grid, mid, color=colors[s.group], label=label, lw=1.8)
+                ax.fill_between(grid, low, high, color=colors[s.group], alpha=band_alpha, lw=0)
+            if key == "eval/overestimation":
+                ax.axhline(0.0, color="black", lw=0.8)  # no bias
+            if key != "return" and ax.has_data():
+                top = max(abs(v) for v in ax.get_ylim())
+                if top > 1_000:  # a blown-up group: logarithmic beyond +-100
+                    ax.set_yscale("symlog", linthresh=100.0)
+            ax.set_title(_env_title(env), fontsize="medium")
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel(
+                VALUE_LABELS.get(key, "greedy evaluation return (IQM, 95% CI)"), fontsize="small"
+            )
+            ax.grid(alpha=0.3)
+        # every group of the row in its legend, also those missing from the last panel
+        handles: dict[str, Any] = {}
+        for ax in row:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+        row[-1].legend(
+            list(handles.values()),
+            list(handles),
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -26,6 +26,9 @@ from rl_lightning.summary import SUMMARY_FILE
 
 CI_SIZE = 0.95
 DEFAULT_REPS = 10_000
+RETURN_KEY = "eval/return_mean"
+# per-evaluation value diagnostics drawn next to the return curves (mean over seeds, CI bands)
+VALUE_KEYS = ("eval/overestimation", "eval/v_initial")
 INSTALL_HINT = "rl-report needs the report extra: pip install 'rl-lightning[report]'"
 
 
@@ -41,6 +44,7 @@ class Run:
     group: str
     env_id: str
     curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (T, 2) env steps, return
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # VALUE_KEYS -> (T, 2) curves
 
     @property
     def completed(self) -> bool:
@@ -72,17 +76,37 @@ def _env_id(run_dir: Path) -> str:
     return str(env.get("id", "")) if isinstance(env, dict) else ""
 
 
-def _csv_curve(run_dir: Path) -> np.ndarray:
-    """(env steps, eval return) rows of ``csv/metrics.csv`` (the CSV logger), if any."""
+def _csv_curve(run_dir: Path, key: str = RETURN_KEY) -> np.ndarray:
+    """(env steps, ``key``) rows of ``csv/metrics.csv`` (the CSV logger), if any."""
     path = run_dir / "csv" / "metrics.csv"
     rows: list[tuple[float, float]] = []
     if path.is_file():
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                value = row.get("eval/return_mean")
+                value = row.get(key)
                 if value not in (None, ""):
                     rows.append((float(row["step"]), float(value)))
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+
+def value_curve(run_dir: Path, summary: dict[str, Any], key: str) -> np.ndarray:
+    """A value diagnostic (``VALUE_KEYS``) against env steps, shape (T, 2), sorted by env steps.
+
+    The entries of ``summary["eval_history"]`` that hold ``key`` (else ``csv/metrics.csv``'s
+    column), then the final evaluation's (``eval_overestimation`` / ``eval_v_initial`` at
+    ``summary["env_steps"]``, as ``run_curve``); non-finite values (a blown-up network; no
+    state counted) are left out. Runs from before the metric existed give (0, 2).
+    """
+    history = summary.get("eval_history") or []
+    rows = [(h["env_steps"], h[key]) for h in history if h.get(key) is not None]
+    curve = np.asarray(rows, dtype=np.float64).reshape(-1, 2) if rows else _csv_curve(run_dir, key)
+    final = summary.get(key.replace("/", "_"))  # eval/v_initial -> eval_v_initial
+    if final is not None and (len(curve) == 0 or summary["env_steps"] > curve[:, 0].max()):
+        curve = np.vstack([curve, [[float(summary["env_steps"]), float(final)]]])
+    curve = curve[np.isfinite(curve).all(axis=1)]
+    curve = curve[np.argsort(curve[:, 0], kind="stable")]
+    _, first = np.unique(curve[:, 0], return_index=True)  # one value per env step
+    return curve[first]
 
 
 def run_curve(run_dir: Path, summary: dict[str, Any]) -> np.ndarray:
@@ -129,6 +153,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
                 group=run_group(list(summary.get("overrides", []))),
                 env_id=_env_id(run_dir),
                 curve=run_curve(run_dir, summary),
+                values={k: value_curve(run_dir, summary, k) for k in VALUE_KEYS},
             )
         )
     return runs
@@ -230,13 +255,15 @@ def improvement_interval(
     return float(points["p"][0]), float(intervals["p"][0, 0]), float(intervals["p"][1, 0])
 
 
-def curve_matrix(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
-    """Curves of ``runs`` on a shared grid: (grid (T,), returns (n_runs, T)).
+def curve_matrix(runs: Sequence[Run], key: str = RETURN_KEY) -> tuple[np.ndarray, np.ndarray]:
+    """Curves of ``runs`` on a shared grid: (grid (T,), values (n_runs, T)).
 
-    The grid is every env step at which some run was evaluated, within the range that all
-    runs cover; each run is linearly interpolated onto it.
+    ``key``: the return (``Run.curve``) or one of ``VALUE_KEYS`` (``Run.values``; runs without
+    it are left out). The grid is every env step at which some run was evaluated, within the
+    range that all runs cover; each run is linearly interpolated onto it.
     """
-    curves = [r.curve for r in runs if len(r.curve)]
+    all_curves = [r.curve if key == RETURN_KEY else r.values.get(key) for r in runs]
+    curves = [c for c in all_curves if c is not None and len(c)]
     if not curves:
         return np.zeros(0), np.zeros((0, 0))
     start = max(c[0, 0] for c in curves)
@@ -259,6 +286,23 @@ def curve_intervals(
             {"x": returns.reshape(n_runs, 1, n_points)},
             # aggregate_iqm of every grid point at once (a trimmed mean over runs and tasks)
             lambda x: trim_mean(x.reshape(-1, x.shape[-1]), proportiontocut=0.25, axis=0),
+            reps=reps,
+            confidence_interval_size=CI_SIZE,
+        )
+    return points["x"], intervals["x"][0], intervals["x"][1]
+
+
+def mean_curve_intervals(
+    values: np.ndarray, *, reps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean across runs at each grid point with 95% stratified-bootstrap CIs (rliable):
+    (mean (T,), lower (T,), upper (T,)); ``values``: (n_runs, T)."""
+    library, _ = _rliable()
+    n_runs, n_points = values.shape
+    with _global_rng(seed):
+        points, intervals = library.get_interval_estimates(
+            {"x": values.reshape(n_runs, 1, n_points)},
+            lambda x: x.reshape(-1, x.shape[-1]).mean(axis=0),
             reps=reps,
             confidence_interval_size=CI_SIZE,
         )
@@ -298,6 +342,10 @@ class GroupStats:
     iqm: tuple[float, float, float] | None = None  # point, lower, upper
     grid: np.ndarray = field(default_factory=lambda: np.zeros(0))
     curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # VALUE_KEYS -> (grid, (mean, lower, upper)) over the completed runs that hold the key
+    values: dict[str, tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(
+        default_factory=dict
+    )
 
     @property
     def completed(self) -> list[Run]:
@@ -324,6 +372,10 @@ def compute_stats(runs: Sequence[Run], *, reps: int, seed: int) -> list[GroupSta
         if len(grid):
             s.grid = grid
             s.curve = curve_intervals(returns, reps=reps, seed=seed + index)
+        for key in VALUE_KEYS:
+            grid, values = curve_matrix(s.completed, key)
+            if len(grid):
+                s.values[key] = (grid, mean_curve_intervals(values, reps=reps, seed=seed + index))
         stats.append(s)
     return stats
 

@@ -56,6 +56,7 @@ from rl_lightning.resume import (
 )
 from rl_lightning.signals import StopSignals, TrainingInterrupted, slurm_requeue
 from rl_lightning.summary import write_summary
+from rl_lightning.train_stats import ValueWatchdog
 from rl_lightning.validation import check_output_dir, on_policy_replay_warning, validate_config
 
 log = logging.getLogger("rl_lightning")
@@ -137,6 +138,7 @@ def _build_around(
     datamodule = build_datamodule(cfg, env, q_network, exploration, n_step=module.estimator.n_step)
     # a sampler that learns from the TD errors (prioritized replay) gets them after each update
     module.on_td_errors = datamodule.sampler.td_errors_hook()
+    module.watchdog = build_watchdog(cfg, env, datamodule)
     timings["components"] = time.perf_counter() - start
     datamodule.save_buffer = buffer_checkpoint_choice(
         cfg.checkpoint.save_buffer,
@@ -173,11 +175,38 @@ def _build_around(
     return Run(cfg, context, env, q_network, module, datamodule, trainer, point, timings)
 
 
+def build_watchdog(
+    cfg: DictConfig, env: gym.vector.VectorEnv, datamodule: ReplayDataModule
+) -> ValueWatchdog | None:
+    """The value-bound watchdog: the run's gamma, ``watchdog.*``, the collector's max |r| and
+    (for gamma = 1) the env's time limit; None for a resumed run from before the watchdog."""
+    if cfg.get("watchdog") is None:
+        return None
+    horizon = cfg.env.max_episode_steps
+    if horizon is None:
+        spec = getattr(env, "spec", None)
+        horizon = getattr(spec, "max_episode_steps", None)
+        if horizon is None:
+            try:
+                horizon = gym.spec(str(cfg.env.id)).max_episode_steps
+            except gym.error.Error:
+                horizon = None
+    collector = datamodule.collector
+    return ValueWatchdog(
+        gamma=float(cfg.gamma),
+        margin=float(cfg.watchdog.margin),
+        on_value_blowup=str(cfg.watchdog.on_value_blowup),
+        max_abs_reward=lambda: collector.max_abs_reward,
+        horizon=int(horizon) if horizon is not None else None,
+    )
+
+
 class RunRecord:
     """The run's ``summary.json``, written whatever happens (``with RunRecord(...) as record:``).
 
     On leaving the block, the exception (if any) becomes the status -- ``interrupted`` (a
-    signal), ``diverged`` (a non-finite loss or Q-value), ``failed`` (anything else, with the
+    signal), ``diverged`` (a non-finite loss or Q-value, ``reason: non-finite``, or the value
+    watchdog's stop, ``reason: value-blowup``), ``failed`` (anything else, with the
     error and traceback) -- and is re-raised; the counters are read from the run; the summary
     is written (rank 0 only), W&B finished, the env closed, and a SLURM requeue asked for.
     """
@@ -274,6 +303,8 @@ class RunRecord:
             eval_episodes=int(returns.size),
             eval_returns=returns.tolist(),
             eval_history=evaluator.history,
+            eval_v_initial=evaluator.final_metrics.get("eval/v_initial"),
+            eval_overestimation=evaluator.final_metrics.get("eval/overestimation"),
             checkpoint=CHECKPOINT_NAME,
             train_wall_s=train_wall_s,
         )
@@ -299,6 +330,7 @@ class RunRecord:
             newest = checkpoints_newest_first(self.run_dir)
             summary.update(
                 status="diverged",
+                reason=exc.reason,
                 error=str(exc),
                 diverged_at_update=exc.update,
                 diverged_at_env_steps=exc.env_steps,
@@ -321,6 +353,9 @@ class RunRecord:
             summary["env_steps"] = int(run.datamodule.collector.env_steps)
             summary["episodes"] = int(run.datamodule.collector.episodes)
             summary["updates"] = int(run.module.updates)
+            watchdog = run.module.watchdog
+            if watchdog is not None and watchdog.warning is not None:
+                summary.setdefault("warnings", []).append(watchdog.warning)
         summary["wall_s"] = (
             checkpointer.wall_s
             if checkpointer is not None

@@ -271,6 +271,15 @@ def validate_config(cfg: DictConfig) -> None:
         "must be a run dir, a checkpoint file, auto, or null",
     )
     _check(problems, cfg, "embedding.episodes", lambda v: v >= 1, "must be >= 1")
+    if _get(cfg, "watchdog") is not None:  # (absent from checkpoints of older runs: off)
+        _check(problems, cfg, "watchdog.margin", lambda v: v >= 1.0, "must be >= 1 (a factor)")
+        _check(
+            problems,
+            cfg,
+            "watchdog.on_value_blowup",
+            lambda v: v in ("warn", "stop"),
+            "must be one of warn, stop",
+        )
     _check(problems, cfg, "embedding.max_points", lambda v: v >= 10, "must be >= 10")
     _check(problems, cfg, "embedding.perplexity", *positive)
     env_id = _get(cfg, "env.id")

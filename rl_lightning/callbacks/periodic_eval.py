@@ -3,6 +3,7 @@ separate envs."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -10,12 +11,16 @@ import numpy as np
 import pytorch_lightning as pl
 
 from rl_lightning.context import RunContext
-from rl_lightning.greedy import evaluate_greedy
+from rl_lightning.greedy import GreedyEvaluation, play_greedy
 from rl_lightning.module import QLearningModule
 
 
 class GreedyEvaluationCallback(pl.Callback):
-    """Logs ``eval/return_mean`` and ``eval/return_std`` against environment steps.
+    """Logs ``eval/return_mean``, ``eval/return_std``, ``eval/v_initial`` (mean V(s_0) of the
+    episodes' first states) and ``eval/overestimation`` (mean V(s_t) - G_t over the visited
+    states, with the run's gamma; ``rl_lightning.greedy.play_greedy``) against env steps.
+    The periodic evaluations' values are kept in ``history`` (summary.json's ``eval_history``,
+    NaN written as null); those of the final one in ``final_metrics``.
 
     Args:
         context: the run's facts: ``make_env`` builds the evaluation envs (once, lazily) and
@@ -39,7 +44,8 @@ class GreedyEvaluationCallback(pl.Callback):
         self.episodes = int(episodes)
         self.final_episodes = int(final_episodes)
         self.seed = context.eval_seed
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float | None]] = []
+        self.final_metrics: dict[str, float | None] = {}
         self._env: gym.vector.VectorEnv | None = None
         self._next_eval = self.every_env_steps
 
@@ -55,32 +61,44 @@ class GreedyEvaluationCallback(pl.Callback):
             self._next_eval += self.every_env_steps
         if self._env is None:
             self._env = self.make_env(self.episodes)
-        returns = evaluate_greedy(
-            pl_module.q_network, self._env, episodes=self.episodes, seed=self.seed
+        result = play_greedy(
+            pl_module.q_network,
+            self._env,
+            episodes=self.episodes,
+            seed=self.seed,
+            gamma=pl_module.loss.gamma,
         )
-        metrics = self._log(trainer, returns, env_steps)
-        self.history.append({"env_steps": float(env_steps), **metrics})
+        metrics = self._log(trainer, result, env_steps)
+        self.history.append({"env_steps": float(env_steps), **_json_safe(metrics)})
 
     def evaluate_final(self, trainer: pl.Trainer, pl_module: QLearningModule) -> np.ndarray:
         """The final greedy evaluation (``final_episodes`` episodes on fresh envs, same seed),
-        logged at the last env step; returns the episodes' returns (not added to history)."""
+        logged at the last env step; returns the episodes' returns (not added to history; the
+        metrics are kept in ``final_metrics``)."""
         env = self.make_env(self.final_episodes)
         try:
-            returns = evaluate_greedy(
-                pl_module.q_network, env, episodes=self.final_episodes, seed=self.seed
+            result = play_greedy(
+                pl_module.q_network,
+                env,
+                episodes=self.final_episodes,
+                seed=self.seed,
+                gamma=pl_module.loss.gamma,
             )
         finally:
             env.close()
-        self._log(trainer, returns, pl_module.env_steps)
+        self.final_metrics = _json_safe(self._log(trainer, result, pl_module.env_steps))
         for logger in trainer.loggers:
             logger.save()
-        return returns
+        return result.returns
 
     @staticmethod
-    def _log(trainer: pl.Trainer, returns: np.ndarray, env_steps: int) -> dict[str, float]:
+    def _log(trainer: pl.Trainer, result: GreedyEvaluation, env_steps: int) -> dict[str, float]:
+        returns = result.returns
         metrics = {
             "eval/return_mean": float(returns.mean()),
             "eval/return_std": float(returns.std()),
+            "eval/v_initial": result.v_initial,
+            "eval/overestimation": result.overestimation,
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=env_steps)
@@ -97,3 +115,8 @@ class GreedyEvaluationCallback(pl.Callback):
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (an overestimation with no state counted) as None: summary.json stays valid JSON."""
+    return {k: (None if math.isnan(v) else v) for k, v in metrics.items()}

@@ -23,7 +23,9 @@ class VectorCollector:
     """Collects experience from ``env.num_envs`` lanes with one batched policy call per step.
 
     ``env_steps`` counts real transitions only: gymnasium's auto-reset steps (the step after
-    an episode ended, which ignores the action) are stored but not counted.
+    an episode ended, which ignores the action) are stored but not counted. ``max_abs_reward``
+    is the largest |r| observed so far (the value-bound watchdog's), updated once per
+    ``collect`` from the buffer rows it wrote.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class VectorCollector:
         self._finished_lengths: list[int] = []
         self.last_episode_return: float | None = None
         self.episodes = 0
+        self.max_abs_reward = 0.0
         self.collect_time_s = 0.0  # wall time spent acting and stepping the env (perf)
 
     def reset(self) -> None:
@@ -61,9 +64,28 @@ class VectorCollector:
         start = time.perf_counter()
         if self._obs is None:
             self.reset()
+        first_row = self.buffer.rows_written
         for _ in range(num_vector_steps):
             self.step()
+        self._track_max_abs_reward(first_row)
         self.collect_time_s += time.perf_counter() - start
+
+    def _track_max_abs_reward(self, first_row: int) -> None:
+        """Fold the rewards of the buffer rows written since ``first_row`` (not wrapped) into
+        ``max_abs_reward``: one reduction per ``collect`` (auto-reset rows hold reward 0)."""
+        written, rows = self.buffer.rows_written - first_row, self.buffer.rows
+        if written <= 0:
+            return
+        rewards = self.buffer.rewards
+        start, end = first_row % rows, self.buffer.rows_written % rows
+        if written >= rows:
+            parts = [rewards]
+        elif start < end:
+            parts = [rewards[start:end]]
+        else:
+            parts = [rewards[start:], rewards[:end]]
+        largest = max(float(np.abs(part).max()) for part in parts if part.size)
+        self.max_abs_reward = max(self.max_abs_reward, largest)
 
     def step(self) -> None:
         """One vector step: act, step the env, store, book-keep episodes."""
@@ -117,6 +139,7 @@ class VectorCollector:
             "finished_lengths": list(self._finished_lengths),
             "last_episode_return": self.last_episode_return,
             "episodes": self.episodes,
+            "max_abs_reward": self.max_abs_reward,
             "env_steps": self.env_steps,
             "collect_time_s": self.collect_time_s,
             "policy": policy_state() if policy_state is not None else None,
@@ -140,6 +163,7 @@ class VectorCollector:
         self._finished_lengths = list(state["finished_lengths"])
         self.last_episode_return = state["last_episode_return"]
         self.episodes = int(state["episodes"])
+        self.max_abs_reward = float(state.get("max_abs_reward", 0.0))
         self.env_steps = int(state["env_steps"])
         self.collect_time_s = float(state["collect_time_s"])
         policy_load = getattr(self.policy, "load_state_dict", None)

@@ -52,8 +52,10 @@ def train_combination(compose_config, tmp_path: Path, case: dict[str, str]) -> N
     assert summary["updates"] == 15 * 8
     # debug=fast replays from 1000 time steps, more than 4 bursts of 8 * 2 env steps: only
     # estimators on-policy at n = 1 (SARSA) are warned about
+    # (the value watchdog may also warn: without a target network some of these blow up)
     estimator = instantiate(cfg.estimator)
-    assert ("warnings" in summary) == estimator.is_on_policy
+    warned = any("on-policy estimate" in w for w in summary.get("warnings", []))
+    assert warned == estimator.is_on_policy
 
 
 @pytest.mark.parametrize("case", FULL, ids=case_id)

@@ -3,9 +3,11 @@ holds the hand-checked numbers, failed runs are listed, and every PNG opens."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 from rl_lightning.report import main, write_report
@@ -90,3 +92,91 @@ def test_rl_report_without_runs_exits_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path)])
     assert exc.value.code == 2
+
+
+def _value_run(root: Path, job: int, estimator: str, seed: int, history: list[dict]) -> None:
+    """A run dir whose evaluations hold (some of) the value diagnostics."""
+    run_dir = root / str(job)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("env:\n  id: CartPole-v1\n")
+    summary = {
+        "status": "completed",
+        "env_steps": 2000,
+        "updates": 900,
+        "wall_s": 5.0,
+        "env_steps_per_s": 400.0,
+        "eval_return_mean": 100.0 + seed,
+        "eval_return_std": 0.0,
+        "eval_episodes": 10,
+        "seed": seed,
+        "overrides": [f"estimator={estimator}", f"seed={seed}"],
+        "eval_history": history,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def _entry(env_steps: int, overestimation: float | None = None, v_initial: float | None = None):
+    entry = {"env_steps": env_steps, "eval/return_mean": 10.0, "eval/return_std": 0.0}
+    if overestimation is not None:
+        entry["eval/overestimation"] = overestimation
+    if v_initial is not None:
+        entry["eval/v_initial"] = v_initial
+    return entry
+
+
+@pytest.fixture(scope="module")
+def value_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("value_runs")
+    # q_learning: two seeds evaluated at 1000 and 2000 env steps
+    _value_run(root, 0, "q_learning", 0, [_entry(1000, 10.0, 50.0), _entry(2000, 30.0, 60.0)])
+    _value_run(root, 1, "q_learning", 1, [_entry(1000, 20.0, 40.0), _entry(2000, 50.0, 60.0)])
+    # double_q: seed 0 also at 1500; seed 1 not (interpolated there); seed 2 predates the
+    # diagnostics (a return curve only); seed 0's last value blew up to a non-finite number
+    _value_run(
+        root,
+        2,
+        "double_q",
+        0,
+        [_entry(1000, 2.0), _entry(1500, 0.0), _entry(2000, -1.0), _entry(2500, float("nan"))],
+    )
+    _value_run(root, 3, "double_q", 1, [_entry(1000, 4.0), _entry(2000, 1.0)])
+    _value_run(root, 4, "double_q", 2, [_entry(1000), _entry(2000)])
+    return write_report([root], root / "report", reps=2000)
+
+
+def test_value_estimate_curves_by_hand(value_report) -> None:
+    by_label = {s.label: s for s in value_report.groups}
+    q = by_label["estimator=q_learning"]
+    grid, (mid, low, high) = q.values["eval/overestimation"]
+    np.testing.assert_array_equal(grid, [1000.0, 2000.0])
+    np.testing.assert_allclose(mid, [15.0, 40.0])  # (10 + 20) / 2, (30 + 50) / 2
+    # two runs: a resample's mean is run a's, the midpoint or run b's (1/4, 1/2, 1/4), so the
+    # 2.5% and 97.5% percentiles are the two runs' values
+    np.testing.assert_allclose(low, [10.0, 30.0])
+    np.testing.assert_allclose(high, [20.0, 50.0])
+    grid, (mid, _, _) = q.values["eval/v_initial"]
+    np.testing.assert_allclose(mid, [45.0, 60.0])
+    double = by_label["estimator=double_q"]
+    grid, (mid, low, high) = double.values["eval/overestimation"]
+    # seed 2 has no values (left out); seed 0's NaN at 2500 is dropped; seed 1 interpolated at
+    # 1500: (4 + 1) / 2 = 2.5, so the mean there is (0 + 2.5) / 2
+    np.testing.assert_array_equal(grid, [1000.0, 1500.0, 2000.0])
+    np.testing.assert_allclose(mid, [3.0, 1.25, 0.0])
+    assert (low <= mid).all() and (mid <= high).all()
+    assert "eval/v_initial" not in double.values  # no run of the group logs it
+    assert len(double.completed) == 3  # ... but all three have a return curve
+
+
+def test_value_estimate_figure_written_and_linked(value_report) -> None:
+    path = value_report.figures["value_estimates"]
+    assert path.name == "value_estimates.png"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[1] > 600 and image[..., :3].std() > 0.01
+    text = value_report.path.read_text()
+    assert "## Value estimates" in text and "](value_estimates.png)" in text
+
+
+def test_runs_without_value_estimates_have_no_panel(report) -> None:
+    assert all(not s.values for s in report.groups)
+    assert "value_estimates" not in report.figures
+    assert "Value estimates" not in report.path.read_text()

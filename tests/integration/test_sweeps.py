@@ -41,7 +41,12 @@ EXPECTED_SETTINGS = {
     "ablation_dropout_exploration": 3,  # epsilon-greedy, dropout, noisy
     "ablation_batchnorm": 4,  # (none, batchnorm) x (small, large buffer)
     "ablation_architecture": 2,  # action-out, action-in
+    # (q_learning, double_q) x (no target, hard copy) x (1-, 3-step) x (CartPole, Acrobot)
+    "ablation_overestimation": 16,
+    "ablation_loss": 8,  # (huber, mse) x (copy every 100, 1,000 updates) x (CartPole, Acrobot)
 }
+# each job is a normal run at its environment's budget (ablation/env: the tuned presets')
+BUDGETS = {"CartPole-v1": 50_000, "Acrobot-v1": 100_000}
 
 
 def sweep_params(preset: str) -> dict[str, list[str]]:
@@ -82,7 +87,7 @@ def test_every_job_of_every_sweep_composes_and_validates(compose_config, preset:
         cfg = compose_config([f"experiment={preset}", *job, "seed=3"])
         validate_config(cfg)
         assert cfg.seed == 3
-        assert cfg.total_env_steps == 50_000  # each job is a normal run
+        assert cfg.total_env_steps == BUDGETS[cfg.env.id]  # each job is a normal run
         assert cfg.logger.job_type == preset and list(cfg.logger.tags) == [preset]
         assert cfg.progress_bar is False
         composed.append(OmegaConf.to_container(cfg, resolve=True))
@@ -137,6 +142,22 @@ def test_ablation_variants_set_what_they_name(compose_config) -> None:
         assert cfg.buffer.sampler._target_ == "rl_lightning.data.UniformSampler"
     cfg = cfg_of("experiment=ablation_batchnorm")
     assert cfg.arch.encoder.norm == "batchnorm"
+    # the env axis: the tuned presets' settings, whose other settings the sweep's axes replace
+    for env in ("cartpole", "acrobot"):
+        tuned = cfg_of(f"experiment={env}_dqn")
+        cfg = cfg_of(
+            "experiment=ablation_overestimation", f"ablation/env={env}", "estimator=double_q"
+        )
+        same = ("env", "total_env_steps", "gamma", "batch_size", "optim", "exploration", "buffer")
+        for key in (*same, "target"):  # target: hard_128, the default period
+            assert cfg[key] == tuned[key], (env, key)
+        cfg = cfg_of("experiment=ablation_loss", f"ablation/env={env}", "loss=mse")
+        assert cfg.env.id == tuned.env.id and cfg.total_env_steps == tuned.total_env_steps
+        assert cfg.loss._target_ == "torch.nn.MSELoss" and cfg.target.every_updates == 100
+        # issue 15's setting, whatever the env option says
+        assert (cfg.optim.lr, cfg.batch_size, cfg.gamma, cfg.env.num_envs) == (1e-4, 32, 0.99, 1)
+        assert (cfg.env_steps_per_update, cfg.interleaved, cfg.buffer.capacity) == (1, True, 10_000)
+        assert cfg.estimator._target_.endswith(".QLearning")
 
 
 def compose_hydra(overrides: list[str]):

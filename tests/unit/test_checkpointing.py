@@ -264,7 +264,7 @@ def divergence_module(bad_updates: set[int], nan_parameter: bool = False):
     for update in range(1, 301):
         module.updates = update
         q = torch.full((8,), float("nan") if update in bad_updates else 1.0)
-        module.stats.add(((q - 0.5) ** 2).mean(), q, torch.zeros(8), update)  # folds at 256
+        module.stats.add(((q - 0.5) ** 2).mean(), q, torch.zeros(8), torch.ones(()), update)
     module.stats.steps_since_check = [(128, 1000), (256, 2000), (300, 2500)]
     if nan_parameter:
         with torch.no_grad():

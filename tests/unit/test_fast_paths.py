@@ -261,15 +261,18 @@ def test_one_step_target_is_bitwise_the_general_formula(gamma: float) -> None:
 def test_folded_statistics_are_the_means_of_the_per_update_values(sizes: list[int]) -> None:
     stats = TrainStats()
     g = torch.Generator().manual_seed(0)
-    expected = torch.zeros(3, dtype=torch.float64)
+    expected = torch.zeros(4, dtype=torch.float64)
+    q_abs_max = 0.0
     for update, size in enumerate(sizes, start=1):
         q, y = torch.randn(size, generator=g), torch.randn(size, generator=g)
-        loss = ((q - y) ** 2).mean()
-        stats.add(loss, q, y, update)  # folds every STATS_FOLD updates
+        loss, norm = ((q - y) ** 2).mean(), torch.rand((), generator=g)
+        stats.add(loss, q, y, norm, update)  # folds every STATS_FOLD updates
         assert len(stats.pending) == update % STATS_FOLD
         expected += torch.tensor(
-            [loss.item(), q.mean().item(), (q - y).abs().mean().item()], dtype=torch.float64
+            [loss.item(), q.mean().item(), (q - y).abs().mean().item(), norm.item()],
+            dtype=torch.float64,
         )
+        q_abs_max = max(q_abs_max, q.abs().max().item())
     stats.fold(len(sizes))
     assert stats.count == len(sizes) and stats.pending == []
     assert stats.sums is not None
@@ -278,8 +281,9 @@ def test_folded_statistics_are_the_means_of_the_per_update_values(sizes: list[in
     )
     means = stats.take_means(len(sizes))  # the logged means; the sums start again
     torch.testing.assert_close(
-        torch.tensor(means, dtype=torch.float64), expected / len(sizes), rtol=1e-5, atol=1e-6
+        torch.tensor(means[:4], dtype=torch.float64), expected / len(sizes), rtol=1e-5, atol=1e-6
     )
+    assert means[4] == q_abs_max  # train/q_max: max |Q(s_tm1, a_tm1)| since the last log
     assert stats.sums is None and stats.count == 0
 
 

@@ -18,8 +18,10 @@ from rl_lightning.report_stats import (
     improvement_probability,
     iqm,
     iqm_interval,
+    mean_curve_intervals,
     performance_profile,
     run_curve,
+    value_curve,
 )
 
 
@@ -133,6 +135,66 @@ def test_curve_matrix_interpolates_onto_shared_points() -> None:
     )
     np.testing.assert_array_equal(grid, [50, 100, 150, 200])  # the range both runs cover
     np.testing.assert_allclose(returns, [[5.0, 10.0, 15.0, 20.0], [5.0, 10.0, 15.0, 7.5]])
+
+
+def test_value_curve_reads_the_history_and_skips_missing_values(tmp_path: Path) -> None:
+    summary = {
+        "env_steps": 3000,
+        "eval_return_mean": 90.0,
+        "eval_history": [
+            {"env_steps": 2000, "eval/return_mean": 50.0, "eval/overestimation": -1.5},
+            {"env_steps": 1000, "eval/return_mean": 10.0, "eval/overestimation": 4.0},
+            {"env_steps": 2500, "eval/return_mean": 9.0, "eval/overestimation": float("inf")},
+            {"env_steps": 2800, "eval/return_mean": 9.0},
+        ],
+    }
+    # sorted by env steps, the non-finite and the missing value left out, no final point
+    np.testing.assert_array_equal(
+        value_curve(tmp_path, summary, "eval/overestimation"), [[1000, 4.0], [2000, -1.5]]
+    )
+    # the final evaluation's value (summary.json's eval_overestimation) at the last env step
+    final = summary | {"eval_overestimation": 0.5}
+    np.testing.assert_array_equal(
+        value_curve(tmp_path, final, "eval/overestimation"),
+        [[1000, 4.0], [2000, -1.5], [3000, 0.5]],
+    )
+    # a run from before the diagnostics: no values, no CSV column
+    assert value_curve(tmp_path, summary, "eval/v_initial").shape == (0, 2)
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "eval/return_mean,eval/v_initial,step\n20.0,7.5,1000\n,,1500\n40.0,9.0,2000\n"
+    )
+    np.testing.assert_array_equal(
+        value_curve(tmp_path, {"eval_history": None}, "eval/v_initial"),
+        [[1000, 7.5], [2000, 9.0]],
+    )
+
+
+def test_mean_curve_intervals_by_hand() -> None:
+    values = np.array([[1.0, 10.0, 5.0], [3.0, 30.0, 5.0], [8.0, 20.0, 5.0]])
+    mid, low, high = mean_curve_intervals(values, reps=300)
+    np.testing.assert_allclose(mid, [4.0, 20.0, 5.0])  # the plain mean over runs
+    assert (low <= mid).all() and (mid <= high).all()
+    assert (low[2], high[2]) == (5.0, 5.0)  # no spread at the last point
+    # one run: every resample is that run
+    mid, low, high = mean_curve_intervals(np.array([[2.0, -4.0]]), reps=50)
+    np.testing.assert_allclose([mid, low, high], [[2.0, -4.0]] * 3)
+
+
+def test_curve_matrix_of_a_value_key_leaves_out_runs_without_it() -> None:
+    with_values = Run(
+        Path("."),
+        {},
+        "g",
+        "",
+        np.asarray([[0, 1.0], [100, 1.0]]),
+        {"eval/overestimation": np.asarray([[0, 2.0], [100, 6.0]])},
+    )
+    without = Run(Path("."), {}, "g", "", np.asarray([[0, 1.0], [100, 1.0]]))
+    grid, values = curve_matrix([with_values, without], "eval/overestimation")
+    np.testing.assert_array_equal(grid, [0, 100])
+    np.testing.assert_array_equal(values, [[2.0, 6.0]])
+    assert curve_matrix([without], "eval/overestimation")[0].shape == (0,)
 
 
 def test_group_labels_drop_shared_overrides() -> None:
