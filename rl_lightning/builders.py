@@ -75,17 +75,22 @@ def observation_bounds(
 
 
 # -- the learner ----------------------------------------------------------------------------------
-def build_q_network(cfg: DictConfig, env: gym.vector.VectorEnv) -> torch.nn.Module:
+def build_q_network(
+    cfg: DictConfig, env: gym.vector.VectorEnv, exploration: Exploration | None = None
+) -> torch.nn.Module:
     """The ``arch`` node with the runtime facts (never written in YAML) filled in: observation
     shape, number of actions, observation bounds (for archs that bin or featurise), and what
-    the exploration needs of the network (noisy layers, dropout): ``networks.build``."""
+    the exploration needs of the network (noisy layers, dropout): ``networks.build``. Without
+    ``exploration`` the run's ``exploration`` node is instantiated for that."""
+    if exploration is None:
+        exploration = instantiate(cfg.exploration)
     obs_shape, num_actions = env_spaces(env)
     return networks.build_q_network(
         cfg.arch,
         obs_shape=obs_shape,
         num_actions=num_actions,
         obs_bounds=lambda: observation_bounds(cfg, env),
-        overrides=instantiate(cfg.exploration).network_overrides,
+        overrides=exploration.network_overrides,
     )
 
 

@@ -99,14 +99,19 @@ class Run:
         with self.timed("fit"):
             self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=ckpt)
 
-    @contextlib.contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
+    def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
         """Add the wall time of the block to ``timings[phase]``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
+        return timed(self.timings, phase)
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[phase]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 def build_run(cfg: DictConfig, context: RunContext, point: ResumePoint | None = None) -> Run:
@@ -114,9 +119,8 @@ def build_run(cfg: DictConfig, context: RunContext, point: ResumePoint | None = 
     torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    env = make_env(cfg)
-    timings["env"] = time.perf_counter() - start
+    with timed(timings, "env"):
+        env = make_env(cfg)
     try:
         return _build_around(cfg, context, point, env, timings)
     except BaseException:
@@ -131,15 +135,15 @@ def _build_around(
     env: gym.vector.VectorEnv,
     timings: dict[str, float],
 ) -> Run:
-    start = time.perf_counter()
-    q_network = build_q_network(cfg, env)
-    exploration = instantiate(cfg.exploration)
-    module = build_module(cfg, q_network, exploration)
-    datamodule = build_datamodule(cfg, env, q_network, exploration, n_step=module.estimator.n_step)
-    # a sampler that learns from the TD errors (prioritized replay) gets them after each update
-    module.on_td_errors = datamodule.sampler.td_errors_hook()
-    module.watchdog = build_watchdog(cfg, env, datamodule)
-    timings["components"] = time.perf_counter() - start
+    with timed(timings, "components"):
+        exploration = instantiate(cfg.exploration)
+        q_network = build_q_network(cfg, env, exploration)
+        module = build_module(cfg, q_network, exploration)
+        n_step = module.estimator.n_step
+        datamodule = build_datamodule(cfg, env, q_network, exploration, n_step=n_step)
+        # a sampler that learns from the TD errors (prioritized replay) gets them after each update
+        module.on_td_errors = datamodule.sampler.td_errors_hook()
+        module.watchdog = build_watchdog(cfg, env, datamodule)
     datamodule.save_buffer = buffer_checkpoint_choice(
         cfg.checkpoint.save_buffer,
         online=datamodule.dataset.online,
@@ -153,25 +157,22 @@ def _build_around(
         datamodule.buffer.nbytes / 1e6,
         "included" if datamodule.save_buffer else "not included: a resume refills it",
     )
-    start = time.perf_counter()
-    callbacks = build_callbacks(cfg, context)
-    timings["callbacks"] = time.perf_counter() - start
-    start = time.perf_counter()
-    loggers = build_loggers(
-        cfg.logger,
-        run_dir=context.run_dir,
-        config=cast(dict, OmegaConf.to_container(cfg, resolve=True)),
-        overrides=list(context.overrides),
-        wandb_id=point.state["wandb_id"] if point is not None else None,
-        purge_step=point.state["env_steps"] if point is not None else None,
-    )
-    if point is not None:
-        continue_csv_log(loggers, rows=point.state["csv_rows"])
-    timings["loggers"] = time.perf_counter() - start
+    with timed(timings, "callbacks"):
+        callbacks = build_callbacks(cfg, context)
+    with timed(timings, "loggers"):
+        loggers = build_loggers(
+            cfg.logger,
+            run_dir=context.run_dir,
+            config=cast(dict, OmegaConf.to_container(cfg, resolve=True)),
+            overrides=list(context.overrides),
+            wandb_id=point.state["wandb_id"] if point is not None else None,
+            purge_step=point.state["env_steps"] if point is not None else None,
+        )
+        if point is not None:
+            continue_csv_log(loggers, rows=point.state["csv_rows"])
     log.info("loggers ready in %.2f s", timings["loggers"])
-    start = time.perf_counter()
-    trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, run_dir=context.run_dir)
-    timings["trainer"] = time.perf_counter() - start
+    with timed(timings, "trainer"):
+        trainer = build_trainer(cfg, callbacks=callbacks, loggers=loggers, run_dir=context.run_dir)
     return Run(cfg, context, env, q_network, module, datamodule, trainer, point, timings)
 
 

@@ -61,15 +61,8 @@ class GreedyEvaluationCallback(pl.Callback):
             self._next_eval += self.every_env_steps
         if self._env is None:
             self._env = self.make_env(self.episodes)
-        result = play_greedy(
-            pl_module.q_network,
-            self._env,
-            episodes=self.episodes,
-            seed=self.seed,
-            gamma=pl_module.loss.gamma,
-        )
-        metrics = self._log(trainer, result, env_steps)
-        self.history.append({"env_steps": float(env_steps), **_json_safe(metrics)})
+        _, metrics = self._evaluate(trainer, pl_module, self._env, self.episodes)
+        self.history.append({"env_steps": float(env_steps), **metrics})
 
     def evaluate_final(self, trainer: pl.Trainer, pl_module: QLearningModule) -> np.ndarray:
         """The final greedy evaluation (``final_episodes`` episodes on fresh envs, same seed),
@@ -77,32 +70,36 @@ class GreedyEvaluationCallback(pl.Callback):
         metrics are kept in ``final_metrics``)."""
         env = self.make_env(self.final_episodes)
         try:
-            result = play_greedy(
-                pl_module.q_network,
-                env,
-                episodes=self.final_episodes,
-                seed=self.seed,
-                gamma=pl_module.loss.gamma,
+            result, self.final_metrics = self._evaluate(
+                trainer, pl_module, env, self.final_episodes
             )
         finally:
             env.close()
-        self.final_metrics = _json_safe(self._log(trainer, result, pl_module.env_steps))
         for logger in trainer.loggers:
             logger.save()
         return result.returns
 
-    @staticmethod
-    def _log(trainer: pl.Trainer, result: GreedyEvaluation, env_steps: int) -> dict[str, float]:
-        returns = result.returns
+    def _evaluate(
+        self,
+        trainer: pl.Trainer,
+        pl_module: QLearningModule,
+        env: gym.vector.VectorEnv,
+        episodes: int,
+    ) -> tuple[GreedyEvaluation, dict[str, float | None]]:
+        """Play ``episodes`` greedy episodes on ``env``, log the metrics at the current env
+        step; returns the evaluation and its metrics (NaN as None, for summary.json)."""
+        result = play_greedy(
+            pl_module.q_network, env, episodes=episodes, seed=self.seed, gamma=pl_module.loss.gamma
+        )
         metrics = {
-            "eval/return_mean": float(returns.mean()),
-            "eval/return_std": float(returns.std()),
+            "eval/return_mean": float(result.returns.mean()),
+            "eval/return_std": float(result.returns.std()),
             "eval/v_initial": result.v_initial,
             "eval/overestimation": result.overestimation,
         }
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=env_steps)
-        return metrics
+            logger.log_metrics(metrics, step=pl_module.env_steps)
+        return result, _json_safe(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "next_eval": self._next_eval}
