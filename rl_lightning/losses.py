@@ -105,8 +105,7 @@ class TDLoss:
 
     forward = __call__
 
-    @staticmethod
-    def td_errors(q_sa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def td_errors(self, q_sa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-transition TD errors target - Q(s_tm1, a_tm1) (B,), without gradient (what a
         prioritized sampler takes back)."""
         return target - q_sa.detach()

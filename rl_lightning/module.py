@@ -260,7 +260,7 @@ class QLearningModule(pl.LightningModule):
         """One optimizer step on one minibatch ``(B, ...)``, then the target update."""
         loss, q_sa, target = self.loss(minibatch)
         if self.on_td_errors is not None:
-            self.on_td_errors(minibatch, TDLoss.td_errors(q_sa, target))
+            self.on_td_errors(minibatch, self.loss.td_errors(q_sa, target))
         if self._direct:
             for param in self._params:  # optimizer.zero_grad(set_to_none=True), lean
                 param.grad = None

@@ -282,6 +282,9 @@ def validate_config(cfg: DictConfig) -> None:
         )
     _check(problems, cfg, "embedding.max_points", lambda v: v >= 10, "must be >= 10")
     _check(problems, cfg, "embedding.perplexity", *positive)
+    problem = distributional_problem(cfg)
+    if problem:
+        problems.append(problem)
     env_id = _get(cfg, "env.id")
     if isinstance(env_id, str):
         problem = env_id_problem(env_id) or action_space_problem(env_id, _get(cfg, "env.kwargs"))
@@ -289,6 +292,28 @@ def validate_config(cfg: DictConfig) -> None:
             problems.append(problem)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def distributional_problem(cfg: DictConfig) -> str | None:
+    """A distributional head (``arch/head=distributional``) under an estimator without a
+    distributional form (``Estimator.supports_distributional``), e.g. Munchausen."""
+    from hydra.utils import get_object
+
+    from rl_lightning.estimators.core import Estimator
+
+    head, estimator = _get(cfg, "arch.head._target_"), _get(cfg, "estimator._target_")
+    try:
+        distributional = getattr(get_object(str(head)), "distributional", False)
+        cls = get_object(str(estimator))
+    except Exception:  # not importable: instantiate reports it
+        return None
+    supported = not isinstance(cls, type) or not issubclass(cls, Estimator)
+    if distributional and not (supported or cls.bootstrap_policy is not Estimator.bootstrap_policy):
+        return (
+            f"estimator._target_={estimator}: has no distributional form for "
+            f"arch/head=distributional; use estimator=q_learning|double_q|sarsa|expected_sarsa"
+        )
+    return None
 
 
 def check_output_dir(path: Path) -> None:

@@ -86,6 +86,11 @@ def expected_sarsa(
     return r_t + discount_t * (probs_t * q_t).sum(dim=-1)
 
 
+def one_hot(actions: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) action indices -> (B, A) one-hot weights, A and dtype those of ``like`` (B, A)."""
+    return torch.zeros_like(like).scatter_(-1, actions.long().unsqueeze(-1), 1.0)
+
+
 def double_q_learning(
     r_t: torch.Tensor, discount_t: torch.Tensor, q_t_value: torch.Tensor, q_t_selector: torch.Tensor
 ) -> torch.Tensor:
@@ -155,6 +160,18 @@ class Estimator(abc.ABC):
     @abc.abstractmethod
     def target(self, x: TDInputs) -> torch.Tensor:
         """The TD target (B,) from the inputs this estimator declared."""
+
+    def bootstrap_policy(self, x: TDInputs) -> torch.Tensor:
+        """Weights w (B, A) over the actions at s_t with ``target = r_t + discount_t *
+        sum_a w[a] q_t[a]``, for estimators whose value of s_t is such an average: the
+        distributional loss bootstraps the same mixture of return distributions
+        (``rl_lightning.distributional``). Estimators without one raise NotImplementedError."""
+        raise NotImplementedError(f"{self.label} has no bootstrap policy over the actions")
+
+    @property
+    def supports_distributional(self) -> bool:
+        """Whether ``bootstrap_policy`` is defined (a distributional head can learn with it)."""
+        return type(self).bootstrap_policy is not Estimator.bootstrap_policy
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_step={self.n_step})"

@@ -18,3 +18,8 @@ class ExpectedSarsa(Estimator):
     def target(self, x: TDInputs) -> torch.Tensor:
         assert x.probs_t is not None, "Expected SARSA needs the policy's probabilities"
         return expected_sarsa(x.r_t, x.discount_t, x.q_t, x.probs_t)
+
+    def bootstrap_policy(self, x: TDInputs) -> torch.Tensor:
+        """The behaviour policy's probabilities at s_t."""
+        assert x.probs_t is not None, "Expected SARSA needs the policy's probabilities"
+        return x.probs_t

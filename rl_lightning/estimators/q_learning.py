@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rl_lightning.estimators.core import Estimator, TDInputs, q_learning
+from rl_lightning.estimators.core import Estimator, TDInputs, one_hot, q_learning
 
 
 class QLearning(Estimator):
@@ -14,3 +14,7 @@ class QLearning(Estimator):
 
     def target(self, x: TDInputs) -> torch.Tensor:
         return q_learning(x.r_t, x.discount_t, x.q_t)
+
+    def bootstrap_policy(self, x: TDInputs) -> torch.Tensor:
+        """The greedy action of the bootstrap network at s_t (C51's)."""
+        return one_hot(x.q_t.argmax(dim=-1), x.q_t)

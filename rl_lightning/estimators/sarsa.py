@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rl_lightning.estimators.core import Estimator, TDInputs, sarsa
+from rl_lightning.estimators.core import Estimator, TDInputs, one_hot, sarsa
 
 
 class Sarsa(Estimator):
@@ -18,3 +18,8 @@ class Sarsa(Estimator):
     def target(self, x: TDInputs) -> torch.Tensor:
         assert x.a_t is not None, "SARSA needs the next action a_t"
         return sarsa(x.r_t, x.discount_t, x.q_t, x.a_t)
+
+    def bootstrap_policy(self, x: TDInputs) -> torch.Tensor:
+        """The action the behaviour policy took at s_t."""
+        assert x.a_t is not None, "SARSA needs the next action a_t"
+        return one_hot(x.a_t, x.q_t)

@@ -3,6 +3,7 @@ action-in networks, tables, linear models, and ``build_q_network`` that builds a
 
 from rl_lightning.networks.action_in import ActionInQNetwork
 from rl_lightning.networks.build import build_q_network
+from rl_lightning.networks.distributional import CategoricalHead
 from rl_lightning.networks.encoders import Encoder, MLPEncoder
 from rl_lightning.networks.heads import (
     DuelingHead,
@@ -19,6 +20,7 @@ from rl_lightning.networks.tabular import TabularQNetwork
 __all__ = [
     "ActionInQNetwork",
     "ActionOutQNetwork",
+    "CategoricalHead",
     "DuelingHead",
     "Encoder",
     "FeatureMap",

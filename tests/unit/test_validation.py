@@ -55,6 +55,12 @@ CASES = [
         "DQN-family methods need a discrete one (gymnasium.spaces.Discrete)",
     ),
     (["env.id=MountainCarContinuous-v0"], "Box(-1.0, 1.0, (1,), float32)"),
+    # Munchausen's soft value is no average of Q over actions: no distributional form
+    (
+        ["arch/head=distributional", "estimator=munchausen"],
+        "has no distributional form for arch/head=distributional; use "
+        "estimator=q_learning|double_q|sarsa|expected_sarsa",
+    ),
 ]
 
 
@@ -77,6 +83,7 @@ def test_the_defaults_and_presets_are_valid(compose_config) -> None:
         ["experiment=acrobot_dqn"],
         ["experiment=mountaincar_dqn"],
         ["buffer=online"],
+        ["arch/head=distributional", "estimator=expected_sarsa"],
     ):
         validate_config(compose_config(overrides))
 

@@ -1,0 +1,161 @@
+"""Distributional TD learning (C51): the categorical projection and its cross-entropy loss.
+
+Bellemare, Dabney & Munos (ICML 2017), with the n-step windows and bootstrap-action choices of
+Rainbow (Hessel et al., 2018). A categorical head (``arch/head=distributional``,
+``networks.distributional.CategoricalHead``) gives every action a distribution ``p(s, a)`` over
+fixed atoms ``z_0 < ... < z_{N-1}``. The distributional Bellman target of a transition is the
+bootstrap distribution shifted and shrunk, ``r_t + discount_t * Z(s_t, .)``, which no longer sits
+on the atoms; ``categorical_projection`` puts each shifted atom's mass on its two neighbours in
+proportion to closeness (ends clipped to ``[v_min, v_max]``), and the loss is the cross-entropy
+of the online distribution at ``(s_tm1, a_tm1)`` against that constant target (a semi-gradient,
+as in ``TDLoss``).
+
+Which distribution is bootstrapped is the estimator's choice, as in ``TDLoss``: every estimator
+whose value of ``s_t`` is an average of ``q_t`` over actions, ``v(s_t) = sum_a w(a) q_t[a]``,
+names the weights ``w`` (``Estimator.bootstrap_policy``) and the target distribution is the
+same mixture of the bootstrap network's distributions at ``s_t``:
+
+    Q-learning      w = onehot(argmax_a q_t)            (C51)
+    Double Q        w = onehot(argmax_a q_t_online)     (Rainbow)
+    SARSA           w = onehot(a_t)
+    Expected SARSA  w = pi(.|s_t)
+
+so the mean of the target is exactly the expectation estimator's target (while it stays inside
+the support: the projection preserves the mean there). Munchausen's soft value is no such
+average and is refused. The regression loss of ``loss/`` (Huber, MSE) does not apply.
+
+Time indices as in ``rl_lightning.estimators.core``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from rl_lightning.data.buffer import TransitionBatch
+from rl_lightning.estimators.core import Estimator, TDInputs, window_return
+from rl_lightning.exploration import Exploration
+from rl_lightning.losses import TDLoss
+
+
+def categorical_projection(
+    support: torch.Tensor, r_t: torch.Tensor, discount_t: torch.Tensor, probs_t: torch.Tensor
+) -> torch.Tensor:
+    """Project ``r_t + discount_t * Z`` onto ``support``: ``(N,), (B,), (B,), (B, N) -> (B, N)``.
+
+    ``Z`` puts mass ``probs_t[b, j]`` on ``support[j]``. Each shifted atom
+    ``T z_j = clip(r_t + discount_t z_j, v_min, v_max)`` gives atom ``z_i`` the share
+    ``max(0, 1 - |T z_j - z_i| / dz)`` of its mass: all of it when it lands on ``z_i``, else split
+    between its two neighbours linearly (the hat-function form of C51's Algorithm 1, which also
+    handles a ``T z_j`` exactly on an atom). ``discount_t = 0`` (the episode terminated) moves all
+    the mass to ``r_t``. Needs evenly spaced atoms; the result sums to 1 per row like ``probs_t``.
+    """
+    v_min, v_max = support[0], support[-1]
+    delta = (v_max - v_min) / (support.shape[0] - 1)
+    shifted = (r_t.unsqueeze(-1) + discount_t.unsqueeze(-1) * support).clamp(v_min, v_max)
+    # share[b, i, j] of shifted atom j that goes to atom i
+    share = (1.0 - (shifted.unsqueeze(1) - support.view(1, -1, 1)).abs() / delta).clamp(min=0.0)
+    return torch.bmm(share, probs_t.unsqueeze(-1)).squeeze(-1)
+
+
+def log_distribution(network: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """``log p(s, .)`` ``(B, A, N)`` of an action-out network with a categorical head."""
+    net = cast(Any, network)
+    return cast(torch.Tensor, net.head.distribution(net.features(obs)))
+
+
+class CategoricalTDLoss(TDLoss):
+    """``loss(batch) -> (loss, Q(s_tm1, a_tm1) (B,), E[target] (B,))``: C51's cross-entropy.
+
+    loss = mean_B w_b * CE(Phi(r_t + discount_t Z_t), p(s_tm1, a_tm1))
+
+    with ``Phi`` the projection, ``Z_t`` the estimator's mixture of bootstrap distributions and
+    ``w_b`` a prioritized sampler's importance weights (1 without). ``td_errors`` gives a
+    prioritized sampler the per-transition KL divergence of the online distribution from the
+    target (Rainbow's priority; the cross-entropy minus the target's entropy, which is not
+    learnable). Same constructor as ``TDLoss``; ``loss`` (the regression loss) is not used.
+    The online network's head must be distributional (``head.distributional``), and the
+    estimator must name its bootstrap policy (``Estimator.supports_distributional``).
+    """
+
+    def __init__(
+        self,
+        *,
+        q_network: nn.Module,
+        estimator: Estimator,
+        loss: nn.Module | None = None,  # not used: the loss is the cross-entropy
+        gamma: float,
+        use_target_network: bool = True,
+        exploration: Exploration | None = None,
+    ) -> None:
+        head = getattr(q_network, "head", None)
+        if not getattr(head, "distributional", False):
+            raise ValueError(
+                f"the distributional loss needs an action-out network with a distributional "
+                f"head (arch/head=distributional), got {type(q_network).__name__}"
+            )
+        if not estimator.supports_distributional:
+            raise ValueError(
+                f"{estimator.label} has no distributional form (its value of s_t is not an "
+                "average of Q over actions); use q_learning, double_q, sarsa or expected_sarsa"
+            )
+        super().__init__(
+            q_network=q_network,
+            estimator=estimator,
+            loss=nn.Identity() if loss is None else loss,
+            gamma=gamma,
+            use_target_network=use_target_network,
+            exploration=exploration,
+        )
+        self.support = cast(torch.Tensor, cast(Any, head).support)
+        self._kl: torch.Tensor | None = None
+
+    def __call__(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        target_probs = self.target_distribution(batch)
+        log_p = log_distribution(self.q_network, batch.obs)  # with gradient
+        index = batch.actions.long().view(-1, 1, 1).expand(-1, 1, log_p.shape[-1])
+        log_p_sa = log_p.gather(1, index).squeeze(1)  # (B, N)
+        cross_entropy = -(target_probs * log_p_sa).sum(dim=-1)
+        with torch.no_grad():
+            self._kl = cross_entropy.detach() + torch.xlogy(target_probs, target_probs).sum(-1)
+            target = target_probs @ self.support
+        q_sa = log_p_sa.exp() @ self.support
+        if batch.weights is None:
+            return cross_entropy.mean(), q_sa, target
+        return (cross_entropy * batch.weights).mean(), q_sa, target
+
+    forward = __call__
+
+    def td_errors(self, q_sa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The KL divergence ``KL(target || p(s_tm1, a_tm1))`` (B,) of the last call, without
+        gradient (what a prioritized sampler takes back; ``q_sa``, ``target`` unused)."""
+        assert self._kl is not None, "td_errors is read after the loss of a batch"
+        return self._kl
+
+    @torch.no_grad()
+    def target_distribution(self, batch: TransitionBatch) -> torch.Tensor:
+        """The projected target distribution ``(B, N)`` (a constant: no gradient)."""
+        log_p_t = log_distribution(self._bootstrap, batch.next_obs)
+        p_t = log_p_t.exp()  # (B, A, N)
+        q_t = p_t @ self.support  # (B, A)
+        q_t_online = probs_t = None
+        if self._online_pass:
+            q_t_online = q_t if self.target_network is None else self.q_network(batch.next_obs)
+            if self._probs_t:
+                probs_t = cast(Exploration, self.exploration).probs(q_t_online, batch.env_steps)
+        r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, self.gamma)
+        weights = self.estimator.bootstrap_policy(
+            TDInputs(
+                r_t,
+                discount_t,
+                q_t,
+                batch.actions,
+                batch.next_actions if self._next_action else None,
+                probs_t,
+                q_t_online if self._q_t_online else None,
+            )
+        )
+        mixture = torch.bmm(weights.unsqueeze(1), p_t).squeeze(1)  # (B, N)
+        return categorical_projection(self.support, r_t, discount_t, mixture)

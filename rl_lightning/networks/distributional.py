@@ -1,0 +1,87 @@
+"""The categorical (C51) head: a return distribution over fixed atoms for every action.
+
+Bellemare, Dabney & Munos, "A Distributional Perspective on Reinforcement Learning" (ICML 2017).
+The head maps features ``phi(s)`` ``(B, F)`` to logits ``(B, A, N)`` over N atoms
+
+    z_j = v_min + j * dz,   dz = (v_max - v_min) / (N - 1),   j = 0 .. N - 1
+
+and ``Z(s, a)`` takes the value ``z_j`` with probability ``p_j(s, a) = softmax_j(logits)``.
+``forward`` returns the expected values ``Q(s, a) = sum_j p_j(s, a) z_j`` ``(B, A)``, so acting,
+evaluation, embeddings and every diagnostic treat it like any other head; the distributional
+loss (``rl_lightning.distributional.CategoricalTDLoss``) reads ``distribution`` instead.
+
+With ``dueling=True`` the two streams of Wang et al. (2016) are per atom, as in Rainbow
+(Hessel et al., 2018, eq. 2): ``logits(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``, each of
+V ``(B, 1, N)`` and A ``(B, A, N)`` one linear layer, then the softmax over atoms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rl_lightning.networks.heads import QHead
+from rl_lightning.networks.noisy import linear_layer
+
+
+class CategoricalHead(QHead):
+    """C51's head: features ``(B, F)`` -> expected Q ``(B, A)``; ``distribution`` -> log p ``(B, A, N)``.
+
+    Args:
+        in_features, num_actions: runtime facts (the encoder's width, the env's actions).
+        atoms: N >= 2, the number of atoms (51 in C51 and Rainbow).
+        v_min, v_max: the support's ends, in return units (v_min < v_max). Returns outside are
+            projected onto the nearest end (``categorical_projection``), so the support should
+            cover the discounted returns the task can give.
+        dueling: per-atom value and advantage streams (Rainbow's).
+        noisy: factorised Gaussian noisy layers (exploration=noisy).
+        init_zero: zero the output layers: uniform distributions, Q = (v_min + v_max) / 2.
+    """
+
+    distributional = True
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        num_actions: int,
+        atoms: int = 51,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+        dueling: bool = False,
+        noisy: bool = False,
+        init_zero: bool = False,
+    ) -> None:
+        super().__init__()
+        if atoms < 2:
+            raise ValueError(f"arch.head.atoms must be >= 2, got {atoms}")
+        if not v_min < v_max:
+            raise ValueError(f"arch.head.v_min={v_min} must be below arch.head.v_max={v_max}")
+        self.num_actions, self.atoms = num_actions, atoms
+        self.v_min, self.v_max = float(v_min), float(v_max)
+        self.register_buffer("support", torch.linspace(self.v_min, self.v_max, atoms))
+        self.support: torch.Tensor
+        self.value = linear_layer(in_features, atoms, noisy=noisy) if dueling else None
+        self.advantage = linear_layer(in_features, num_actions * atoms, noisy=noisy)
+        if init_zero:
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> unnormalised log-probabilities ``(B, A, N)``."""
+        advantage = self.advantage(features).view(-1, self.num_actions, self.atoms)
+        if self.value is None:
+            return advantage
+        value = self.value(features).unsqueeze(1)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def distribution(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``log p_j(s, a)`` ``(B, A, N)``, normalised over the atoms."""
+        return torch.log_softmax(self.logits(features), dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``Q(s, a) = sum_j p_j(s, a) z_j`` ``(B, A)``."""
+        return torch.softmax(self.logits(features), dim=-1) @ self.support
+
+    def extra_repr(self) -> str:
+        return f"atoms={self.atoms}, v_min={self.v_min}, v_max={self.v_max}"
