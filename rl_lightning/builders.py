@@ -75,6 +75,35 @@ def observation_bounds(
     return list(map(float, low)), list(map(float, high))
 
 
+def episode_horizon(cfg: DictConfig, env: gym.vector.VectorEnv) -> int | None:
+    """The env's time limit: ``env.max_episode_steps``, else the registered one (None: none)."""
+    horizon = cfg.env.max_episode_steps
+    if horizon is None:
+        horizon = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        if horizon is None:
+            try:
+                horizon = gym.spec(str(cfg.env.id)).max_episode_steps
+            except gym.error.Error:
+                horizon = None
+    return None if horizon is None else int(horizon)
+
+
+def return_bounds(cfg: DictConfig, env: gym.vector.VectorEnv) -> tuple[float, float]:
+    """(low, high) of the discounted return: ``env.reward_range`` times ``1 / (1 - gamma)``,
+    or the time limit when gamma = 1 (a distributional head's default support)."""
+    reward_range = cfg.env.get("reward_range")
+    if reward_range is None:
+        raise ValueError(
+            f"{cfg.env.id}: env.reward_range is unknown, so a distributional head needs "
+            "arch.head.v_min and arch.head.v_max (or env.reward_range=[low,high])"
+        )
+    horizon = 1.0 / (1.0 - cfg.gamma) if cfg.gamma < 1.0 else episode_horizon(cfg, env)
+    if horizon is None:
+        raise ValueError("gamma = 1 without a time limit: set arch.head.v_min and v_max")
+    low, high = (float(r) * horizon for r in reward_range)
+    return low, high
+
+
 # -- the learner ----------------------------------------------------------------------------------
 def build_q_network(
     cfg: DictConfig, env: gym.vector.VectorEnv, exploration: Exploration | None = None
@@ -91,6 +120,7 @@ def build_q_network(
         obs_shape=obs_shape,
         num_actions=num_actions,
         obs_bounds=lambda: observation_bounds(cfg, env),
+        return_bounds=lambda: return_bounds(cfg, env),
         overrides=exploration.network_overrides,
     )
 

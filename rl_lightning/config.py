@@ -30,6 +30,8 @@ class EnvConfig:
     # range covered by tabular bins and linear feature maps (None: the observation space's)
     obs_low: Optional[list[float]] = None
     obs_high: Optional[list[float]] = None
+    # [low, high] of one step's reward (None: unknown): a distributional support's default
+    reward_range: Optional[list[float]] = None
 
 
 @dataclass

@@ -259,8 +259,6 @@ class QLearningModule(pl.LightningModule):
     def _update(self, opt: LightningOptimizer, minibatch: TransitionBatch) -> None:
         """One optimizer step on one minibatch ``(B, ...)``, then the target update."""
         loss, q_sa, target = self.loss(minibatch)
-        if self.on_td_errors is not None:
-            self.on_td_errors(minibatch, self.loss.td_errors(q_sa, target))
         if self._direct:
             for param in self._params:  # optimizer.zero_grad(set_to_none=True), lean
                 param.grad = None
@@ -283,6 +281,8 @@ class QLearningModule(pl.LightningModule):
                     gradient_clip_algorithm="norm",
                 )
             opt.step()
+        if self.on_td_errors is not None:  # after the step: its host copy waits for no backward
+            self.on_td_errors(minibatch, self.loss.td_errors(q_sa, target))
         self.updates += 1
         self.target_update(self.q_network, self.target_network, self.updates)
         self.stats.add(loss, q_sa, target, norm, self.updates)

@@ -49,6 +49,7 @@ from rl_lightning.report_stats import (
     find_runs,
     improvement_interval,
     performance_profile,
+    steps_to_threshold,
 )
 from rl_lightning.summary import SUMMARY_FILE
 
@@ -56,6 +57,13 @@ from rl_lightning.summary import SUMMARY_FILE
 # report_plots draws the figures, this one writes report.md, uploads to W&B and is the CLI.
 
 # -- the report ------------------------------------------------------------------------------
+THRESHOLD_HEAD = "| group | env | reached | median env step | per seed (seed: env step) |\n" + (
+    "| --- " * 5 + "|"
+)
+THRESHOLD_NOTE = (
+    "The env step of the first greedy evaluation at or above the threshold (evaluations every "
+    "`eval.every_env_steps`); the median only when every seed reached it."
+)
 
 
 @dataclass
@@ -85,8 +93,10 @@ def write_report(
     reps: int = DEFAULT_REPS,
     seed: int = 0,
     title: str | None = None,
+    threshold: float | None = None,
 ) -> Report:
-    """Read the runs under ``paths``; write ``report.md`` and its figures to ``out_dir``."""
+    """Read the runs under ``paths``; write ``report.md`` and its figures to ``out_dir``
+    (``threshold``: also when each run's evaluation return first reached it)."""
     sources = [Path(p) for p in paths]
     runs = find_runs(sources)
     if not runs:
@@ -136,6 +146,8 @@ def write_report(
         title=title,
         compared=comparisons,
     )
+    if threshold is not None:
+        text += threshold_section(stats, threshold)
     report_path = out / "report.md"
     report_path.write_text(text)
     return Report(report_path, figures, stats, improvements)
@@ -284,6 +296,19 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def threshold_section(stats: Sequence[GroupStats], threshold: float) -> str:
+    """Markdown: per group, the env step at which each completed seed's evaluation return first
+    reached ``threshold`` ("never" within its budget), how many did, and the median step."""
+    lines = [f"## Env steps to reach a return of {threshold:g}", "", THRESHOLD_HEAD]
+    for s in stats:
+        steps = {r.summary.get("seed", "?"): steps_to_threshold(r, threshold) for r in s.completed}
+        hits = [v for v in steps.values() if v is not None]
+        median = _fmt(float(np.median(hits)), 0) if hits and len(hits) == len(steps) else "-"
+        seeds = ", ".join(f"{k}: {'never' if v is None else f'{v:.0f}'}" for k, v in steps.items())
+        lines.append(f"| {s.label} | {s.env_id} | {len(hits)}/{len(steps)} | {median} | {seeds} |")
+    return "\n".join([*lines, "", THRESHOLD_NOTE, ""])
+
+
 # -- W&B upload ------------------------------------------------------------------------------
 
 
@@ -336,6 +361,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--title", default=None, help="the report's title")
     parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="also report the env step at which each run's evaluation return first reached this",
+    )
+    parser.add_argument(
         "--wandb",
         choices=("offline", "online"),
         default=None,
@@ -344,9 +375,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--wandb-project", default="rl-lightning", help="W&B project")
     args = parser.parse_args(argv)
     try:
-        report = write_report(
-            args.paths, args.out, reps=args.reps, seed=args.seed, title=args.title
-        )
+        options = {"reps": args.reps, "seed": args.seed, "threshold": args.threshold}
+        report = write_report(args.paths, args.out, title=args.title, **options)
     except (FileNotFoundError, ImportError) as exc:
         parser.exit(2, f"rl-report: {exc}\n")
     if args.wandb:

@@ -380,6 +380,15 @@ def compute_stats(runs: Sequence[Run], *, reps: int, seed: int) -> list[GroupSta
     return stats
 
 
+def steps_to_threshold(run: Run, threshold: float) -> float | None:
+    """The env step of the run's first evaluation whose return is >= ``threshold`` (None:
+    never), read off its evaluation curve: sample efficiency ("solved at step ...")."""
+    if not len(run.curve):
+        return None
+    reached = np.flatnonzero(run.curve[:, 1] >= threshold)
+    return float(run.curve[reached[0], 0]) if len(reached) else None
+
+
 def by_env(stats: Sequence[GroupStats]) -> dict[str, list[GroupStats]]:
     """Groups with completed runs, per environment (comparisons only within one)."""
     out: dict[str, list[GroupStats]] = {}

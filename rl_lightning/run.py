@@ -33,6 +33,7 @@ from rl_lightning.builders import (
     build_module,
     build_q_network,
     build_trainer,
+    episode_horizon,
     make_env,
     process_rank,
 )
@@ -183,15 +184,7 @@ def build_watchdog(
     (for gamma = 1) the env's time limit; None for a resumed run from before the watchdog."""
     if cfg.get("watchdog") is None:
         return None
-    horizon = cfg.env.max_episode_steps
-    if horizon is None:
-        spec = getattr(env, "spec", None)
-        horizon = getattr(spec, "max_episode_steps", None)
-        if horizon is None:
-            try:
-                horizon = gym.spec(str(cfg.env.id)).max_episode_steps
-            except gym.error.Error:
-                horizon = None
+    horizon = episode_horizon(cfg, env)
     collector = datamodule.collector
     return ValueWatchdog(
         gamma=float(cfg.gamma),

@@ -308,6 +308,14 @@ def distributional_problem(cfg: DictConfig) -> str | None:
     except Exception:  # not importable: instantiate reports it
         return None
     supported = not isinstance(cls, type) or not issubclass(cls, Estimator)
+    node = _get(cfg, "arch.head")
+    unset = [k for k in ("v_min", "v_max") if node is not None and k in node and node[k] is None]
+    if distributional and unset and _get(cfg, "env.reward_range") is None:
+        return (
+            f"arch.head.{unset[0]}=null takes the support from env.reward_range, which is null "
+            f"for {_get(cfg, 'env.id')}: set arch.head.v_min and arch.head.v_max, or "
+            "env.reward_range=[low,high] (one step's reward)"
+        )
     if distributional and not (supported or cls.bootstrap_policy is not Estimator.bootstrap_policy):
         return (
             f"estimator._target_={estimator}: has no distributional form for "

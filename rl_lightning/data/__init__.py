@@ -4,10 +4,12 @@ from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
 from rl_lightning.data.datamodule import ReplayDataModule
 from rl_lightning.data.dataset import ReplayDataset
+from rl_lightning.data.prioritized import PrioritizedSampler
 from rl_lightning.data.samplers import OnlineSampler, Sampler, UniformSampler, sampler_class
 
 __all__ = [
     "OnlineSampler",
+    "PrioritizedSampler",
     "ReplayBuffer",
     "ReplayDataModule",
     "ReplayDataset",

@@ -53,7 +53,8 @@ class Sampler(ABC):
       buffer's (``include_arrays`` follows ``checkpoint.save_buffer``); when the buffer was not
       restored, state tied to its contents restarts.
 
-    How a prioritized sampler (Schaul et al. 2016, Rainbow) plugs in, touching no other class::
+    How a prioritized sampler (Schaul et al. 2016, Rainbow) plugs in, touching no other class
+    (``PrioritizedSampler`` in ``rl_lightning/data/prioritized.py`` is this recipe, built)::
 
         class PrioritizedSampler(Sampler):
             needs_td_errors = True

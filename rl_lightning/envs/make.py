@@ -58,7 +58,7 @@ def make_vector_env(
 
 
 #: keys of the ``env`` config node that describe the observations, not how to build the env
-_DESCRIPTIVE_KEYS = ("obs_low", "obs_high")
+_DESCRIPTIVE_KEYS = ("obs_low", "obs_high", "reward_range")
 
 
 def make_env_from_config(

@@ -15,7 +15,8 @@ the encoder. Networks without parts (``tabular``, ``linear``) are built whole, a
 
 Runtime facts are never written in YAML: ``obs_shape`` and ``num_actions`` go to the network,
 the observation bounds (``obs_low``, ``obs_high``; computed only if some part declares them) to
-every part that declares them, and each of the exploration's ``overrides`` (``noisy=True``,
+every part that declares them, the discounted return's bounds to a ``v_min``/``v_max`` left
+null (a distributional head's support), and each of the exploration's ``overrides`` (``noisy=True``,
 ``dropout=p``) to every part that declares that parameter -- a ``ValueError`` if none does.
 """
 
@@ -87,6 +88,7 @@ def build_q_network(
     num_actions: int,
     obs_bounds: Callable[[], tuple[list[float], list[float]]],
     overrides: Mapping[str, Any],
+    return_bounds: Callable[[], tuple[float, float]] | None = None,
 ) -> nn.Module:
     """Build ``arch`` (see the module docstring) with its parts, encoder then head.
 
@@ -96,6 +98,8 @@ def build_q_network(
         obs_bounds: ``() -> (low, high)`` per observation dimension; called only when a part
             declares ``obs_low``/``obs_high`` (it fails for unbounded observations).
         overrides: what the exploration needs of the network (``network_overrides``).
+        return_bounds: ``() -> (low, high)`` of the discounted return; called only when a part
+            leaves ``v_min`` or ``v_max`` null (a distributional head's default support).
 
     Raises:
         ValueError: an override no part declares, or a part chosen by a string
@@ -120,9 +124,15 @@ def build_q_network(
         bounds["obs_low"], bounds["obs_high"] = obs_bounds()
 
     def extras(name: str) -> dict[str, Any]:
-        """The bounds and overrides that the node ``name`` declares."""
+        """The bounds and overrides that the node ``name`` declares, and the return bounds for
+        its ``v_min``/``v_max`` left null."""
         given = {**bounds, **overrides}
-        return {k: v for k, v in given.items() if k in declared[name]}
+        chosen = {k: v for k, v in given.items() if k in declared[name]}
+        null = [k for k in ("v_min", "v_max") if k in nodes[name] and nodes[name][k] is None]
+        if null and return_bounds is not None:
+            low, high = return_bounds()
+            chosen.update((k, v) for k, v in (("v_min", low), ("v_max", high)) if k in null)
+        return chosen
 
     factories = {
         name: instantiate(node, _partial_=True, **extras(name)) for name, node in parts.items()

@@ -32,7 +32,8 @@ class CategoricalHead(QHead):
         atoms: N >= 2, the number of atoms (51 in C51 and Rainbow).
         v_min, v_max: the support's ends, in return units (v_min < v_max). Returns outside are
             projected onto the nearest end (``categorical_projection``), so the support should
-            cover the discounted returns the task can give.
+            cover the discounted returns the task can give. From config, null means the env's
+            ``reward_range / (1 - gamma)`` (``networks.build``).
         dueling: per-atom value and advantage streams (Rainbow's).
         noisy: factorised Gaussian noisy layers (exploration=noisy).
         init_zero: zero the output layers: uniform distributions, Q = (v_min + v_max) / 2.
@@ -46,13 +47,18 @@ class CategoricalHead(QHead):
         in_features: int,
         num_actions: int,
         atoms: int = 51,
-        v_min: float = -10.0,
-        v_max: float = 10.0,
+        v_min: float | None = -10.0,
+        v_max: float | None = 10.0,
         dueling: bool = False,
         noisy: bool = False,
         init_zero: bool = False,
     ) -> None:
         super().__init__()
+        if v_min is None or v_max is None:
+            raise ValueError(
+                "arch.head.v_min/v_max are null and the env's return range is unknown: set them, "
+                "or env.reward_range=[low,high] (the support is then reward_range / (1 - gamma))"
+            )
         if atoms < 2:
             raise ValueError(f"arch.head.atoms must be >= 2, got {atoms}")
         if not v_min < v_max:

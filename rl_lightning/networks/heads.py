@@ -57,7 +57,8 @@ def linear_head(
     bias: bool = True,
     init_zero: bool = False,
     noisy: bool = False,
-) -> nn.Linear | NoisyLinear:
+    dueling: bool = False,
+) -> nn.Module:
     """The linear head Q(s, a) = w_a . phi(s) + b_a: ``(B, F)`` -> ``(B, A)``.
 
     Args:
@@ -65,7 +66,14 @@ def linear_head(
         bias: whether the layer has the bias b.
         init_zero: zero the layer (Q = 0 everywhere at the start).
         noisy: a factorised Gaussian noisy layer (``NoisyLinearHead``; exploration=noisy).
+        dueling: the dueling split instead (``DuelingHead``, as ``arch/head=dueling``; its
+            streams always have a bias). The same key switches the distributional head's
+            streams, so ``arch.head.dueling`` is one switch whatever the head.
     """
+    if dueling:
+        return DuelingHead(
+            in_features=in_features, num_actions=num_actions, init_zero=init_zero, noisy=noisy
+        )
     head: nn.Linear | NoisyLinear = (
         NoisyLinearHead(in_features, num_actions, bias=bias)
         if noisy

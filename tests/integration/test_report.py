@@ -180,3 +180,22 @@ def test_runs_without_value_estimates_have_no_panel(report) -> None:
     assert all(not s.values for s in report.groups)
     assert "value_estimates" not in report.figures
     assert "Value estimates" not in report.path.read_text()
+
+
+def test_env_steps_to_a_threshold_by_hand(tmp_path: Path) -> None:
+    # evaluation curves of the fixtures (env step, return), the final evaluation at 20,000:
+    # hard_128: seeds 0 and 2 reach 400 at 15,360, seed 1 (384 there) at 20,000 (480);
+    # polyak_0.05: seed 0 ends at 300 (never), seed 1 reaches 400 at 15,360; none: at most 100
+    text = write_report([FIXTURES], tmp_path, reps=50, threshold=400).path.read_text()
+    assert "## Env steps to reach a return of 400" in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    assert rows["ablation/target=hard_128"].endswith(
+        "| 3/3 | 15360 | 0: 15360, 1: 20000, 2: 15360 |"
+    )
+    assert rows["ablation/target=polyak_0.05"].endswith("| 1/2 | - | 0: never, 1: 15360 |")
+    assert rows["ablation/target=none"].endswith("| 0/3 | - | 0: never, 1: never, 2: never |")
+    # without a threshold there is no such section
+    assert (
+        "Env steps to reach"
+        not in write_report([FIXTURES], tmp_path / "b", reps=50).path.read_text()
+    )

@@ -215,3 +215,27 @@ def test_the_loss_refuses_what_it_cannot_learn() -> None:
             estimator=MunchausenQLearning(),
             gamma=0.9,
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "low", "high"),
+    [
+        (["gamma=0.98"], 0.0, 50.0),  # CartPole: reward in [0, 1], / (1 - 0.98)
+        (["gamma=1.0"], 0.0, 500.0),  # gamma = 1: times the time limit
+        (["env=acrobot", "gamma=0.99"], -100.0, 0.0),
+        (["arch.head.v_min=-3", "arch.head.v_max=7"], -3.0, 7.0),  # given: kept
+    ],
+)
+def test_a_null_support_is_the_envs_discounted_return_range(
+    compose_config, overrides, low, high
+) -> None:
+    from rl_lightning.builders import build_q_network, make_env_from_config
+
+    cfg = compose_config(["arch/head=distributional", *overrides])
+    env = make_env_from_config(dict(cfg.env), 1)
+    try:
+        head = build_q_network(cfg, env).head
+    finally:
+        env.close()
+    assert (head.v_min, head.v_max) == pytest.approx((low, high))
+    assert head.support.shape == (51,)

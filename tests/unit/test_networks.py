@@ -355,8 +355,9 @@ def test_there_are_encoders_and_heads_to_compose() -> None:
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_every_head_composes_with_every_encoder(compose_config, encoder: str, head: str) -> None:
     obs_shape = ENCODER_OBS_SHAPES.get(encoder, (2, 3))
+    support = ["arch.head.v_min=-1", "arch.head.v_max=1"] if head == "distributional" else []
     net = build(
-        compose_config([f"arch/encoder={encoder}", f"arch/head={head}"]),
+        compose_config([f"arch/encoder={encoder}", f"arch/head={head}", *support]),
         obs_shape=obs_shape,
         num_actions=5,
     )
@@ -366,6 +367,10 @@ def test_every_head_composes_with_every_encoder(compose_config, encoder: str, he
     assert features.shape == (7, net.encoder.out_features)
     assert net(obs).shape == (7, 5)
     torch.testing.assert_close(net(obs), net.head(features))
+    if net.head.distributional:  # the mean of its return distribution over the atoms
+        probs = net.head.distribution(features).exp()
+        torch.testing.assert_close(net(obs), probs @ net.head.support)
+        return
     with pytest.raises(NotImplementedError):  # expected values only, no return distribution
         net.head.distribution(features)
 
@@ -561,7 +566,7 @@ def test_a_part_chosen_by_a_string_names_the_group_syntax(compose_config) -> Non
         (
             ["+arch.head.bais=false"],
             "arch.head.bais=False is not a parameter of rl_lightning.networks.linear_head: "
-            "allowed keys are in_features, num_actions, bias, init_zero, noisy (did you mean bias?)",
+            "allowed keys are in_features, num_actions, bias, init_zero, noisy, dueling (did you mean bias?)",
         ),
         (
             ["arch/head=dueling", "+arch.head.bias=false"],

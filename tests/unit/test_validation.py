@@ -61,6 +61,10 @@ CASES = [
         "has no distributional form for arch/head=distributional; use "
         "estimator=q_learning|double_q|sarsa|expected_sarsa",
     ),
+    (
+        ["arch/head=distributional", "env.reward_range=null"],
+        "arch.head.v_min=null takes the support from env.reward_range, which is null",
+    ),
 ]
 
 
