@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rl_lightning import networks
 from rl_lightning.context import RunContext
 from rl_lightning.data import ReplayDataModule, sampler_class
-from rl_lightning.distributional import CategoricalTDLoss
+from rl_lightning.distributional import CategoricalTDLoss, QuantileTDLoss
 from rl_lightning.envs import make_env_from_config
 from rl_lightning.exploration import Actor, Exploration
 from rl_lightning.losses import TDLoss
@@ -140,9 +140,11 @@ def build_module(
     config = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(config, dict)
     target_update = instantiate(cfg.target)
-    # a distributional head learns by C51's cross-entropy, the others by the regression in loss/
-    distributional = getattr(getattr(q_network, "head", None), "distributional", False)
-    loss = (CategoricalTDLoss if distributional else TDLoss)(
+    # a distributional head learns by its own loss (C51's cross-entropy, QR-DQN's quantile
+    # Huber loss), the others by the regression in loss/
+    kind = str(getattr(getattr(q_network, "head", None), "kind", ""))
+    losses: dict[str, type[TDLoss]] = {"categorical": CategoricalTDLoss, "quantile": QuantileTDLoss}
+    loss = losses.get(kind, TDLoss)(
         q_network=q_network,
         estimator=instantiate(cfg.estimator),
         loss=instantiate(cfg.loss),

@@ -61,23 +61,47 @@ def categorical_projection(
 
 
 def log_distribution(network: nn.Module, obs: torch.Tensor) -> torch.Tensor:
-    """``log p(s, .)`` ``(B, A, N)`` of an action-out network with a categorical head."""
+    """The head's ``distribution`` ``(B, A, N)`` of an action-out network at ``obs``: log
+    probabilities (categorical) or quantile values (quantile)."""
     net = cast(Any, network)
     return cast(torch.Tensor, net.head.distribution(net.features(obs)))
 
 
-class CategoricalTDLoss(TDLoss):
-    """``loss(batch) -> (loss, Q(s_tm1, a_tm1) (B,), E[target] (B,))``: C51's cross-entropy.
+def quantile_huber_loss(
+    theta: torch.Tensor,
+    taus: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    kappa: float,
+) -> torch.Tensor:
+    """QR-DQN's loss (B,): ``sum_i sum_j w_j rho_kappa_{tau_i}(T_j - theta_i)``.
 
-    loss = mean_B w_b * CE(Phi(r_t + discount_t Z_t), p(s_tm1, a_tm1))
+    ``theta`` (B, N) quantile values at levels ``taus`` (N,); ``targets`` (B, M) target atoms with
+    probabilities ``weights`` (B, M) (rows sum to 1); ``rho_kappa_tau(u) = |tau - 1{u < 0}|
+    L_kappa(u) / kappa``, ``L_kappa`` the Huber loss of threshold kappa (kappa = 0: ``|tau -
+    1{u < 0}| |u|``, the plain quantile loss). Dabney et al. (2018), eq. 10, with the target's
+    mean over its atoms weighted (a mixture over actions for Expected SARSA).
+    """
+    u = targets.unsqueeze(1) - theta.unsqueeze(2)  # (B, N, M): T_j - theta_i
+    if kappa > 0:
+        abs_u = u.abs()
+        huber = torch.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa)) / kappa
+    else:
+        huber = u.abs()
+    rho = (taus.view(1, -1, 1) - (u.detach() < 0).to(u.dtype)).abs() * huber
+    return (rho * weights.unsqueeze(1)).sum(dim=(1, 2))
 
-    with ``Phi`` the projection, ``Z_t`` the estimator's mixture of bootstrap distributions and
-    ``w_b`` a prioritized sampler's importance weights (1 without). ``td_errors`` gives a
-    prioritized sampler the per-transition KL divergence of the online distribution from the
-    target (Rainbow's priority; the cross-entropy minus the target's entropy, which is not
-    learnable). Same constructor as ``TDLoss``; ``loss`` (the regression loss) is not used.
-    The online network's head must be distributional (``head.distributional``), and the
-    estimator must name its bootstrap policy (``Estimator.supports_distributional``).
+
+class DistributionalTDLoss(TDLoss):
+    """A TD loss on return distributions: what C51 and QR-DQN share.
+
+    ``loss(batch) -> (loss, Q(s_tm1, a_tm1) (B,), E[target] (B,))`` with
+    ``loss = mean_B w_b * l_b``, ``l_b`` the subclass's per-transition loss and ``w_b`` a
+    prioritized sampler's importance weights (1 without); ``td_errors`` is a per-transition
+    priority signal of the last call. Same constructor as ``TDLoss``; ``loss`` (the regression
+    loss of ``loss/``) is not used. The online network's head must be distributional
+    (``head.distributional``), and the estimator must name its bootstrap policy
+    (``Estimator.supports_distributional``).
     """
 
     def __init__(
@@ -85,7 +109,7 @@ class CategoricalTDLoss(TDLoss):
         *,
         q_network: nn.Module,
         estimator: Estimator,
-        loss: nn.Module | None = None,  # not used: the loss is the cross-entropy
+        loss: nn.Module | None = None,  # not used: the subclass's loss
         gamma: float,
         use_target_network: bool = True,
         exploration: Exploration | None = None,
@@ -109,37 +133,34 @@ class CategoricalTDLoss(TDLoss):
             use_target_network=use_target_network,
             exploration=exploration,
         )
-        self.support = cast(torch.Tensor, cast(Any, head).support)
-        self._kl: torch.Tensor | None = None
+        self.head: Any = head
+        self._priority: torch.Tensor | None = None
 
     def __call__(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        target_probs = self.target_distribution(batch)
-        log_p = log_distribution(self.q_network, batch.obs)  # with gradient
-        index = batch.actions.long().view(-1, 1, 1).expand(-1, 1, log_p.shape[-1])
-        log_p_sa = log_p.gather(1, index).squeeze(1)  # (B, N)
-        cross_entropy = -(target_probs * log_p_sa).sum(dim=-1)
-        with torch.no_grad():
-            self._kl = cross_entropy.detach() + torch.xlogy(target_probs, target_probs).sum(-1)
-            target = target_probs @ self.support
-        q_sa = log_p_sa.exp() @ self.support
-        if batch.weights is None:
-            return cross_entropy.mean(), q_sa, target
-        return (cross_entropy * batch.weights).mean(), q_sa, target
+        raise NotImplementedError
 
     forward = __call__
 
+    def _reduce(self, per_sample: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        if batch.weights is None:
+            return per_sample.mean()
+        return (per_sample * batch.weights).mean()
+
     def td_errors(self, q_sa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The KL divergence ``KL(target || p(s_tm1, a_tm1))`` (B,) of the last call, without
-        gradient (what a prioritized sampler takes back; ``q_sa``, ``target`` unused)."""
-        assert self._kl is not None, "td_errors is read after the loss of a batch"
-        return self._kl
+        """The last call's per-transition priority signal (B,), without gradient (``q_sa`` and
+        ``target`` unused)."""
+        assert self._priority is not None, "td_errors is read after the loss of a batch"
+        return self._priority
 
     @torch.no_grad()
-    def target_distribution(self, batch: TransitionBatch) -> torch.Tensor:
-        """The projected target distribution ``(B, N)`` (a constant: no gradient)."""
-        log_p_t = log_distribution(self._bootstrap, batch.next_obs)
-        p_t = log_p_t.exp()  # (B, A, N)
-        q_t = p_t @ self.support  # (B, A)
+    def bootstrap(
+        self, batch: TransitionBatch, expected: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(dist_t (B, A, N), weights (B, A), r_t (B,), discount_t (B,))``: the bootstrap
+        network's distributions at s_t and the estimator's weights over them (its
+        ``bootstrap_policy``, given the expected values ``expected(dist_t)`` (B, A))."""
+        dist_t = log_distribution(self._bootstrap, batch.next_obs)
+        q_t = expected(dist_t)
         q_t_online = probs_t = None
         if self._online_pass:
             q_t_online = q_t if self.target_network is None else self.q_network(batch.next_obs)
@@ -157,5 +178,66 @@ class CategoricalTDLoss(TDLoss):
                 q_t_online if self._q_t_online else None,
             )
         )
-        mixture = torch.bmm(weights.unsqueeze(1), p_t).squeeze(1)  # (B, N)
-        return categorical_projection(self.support, r_t, discount_t, mixture)
+        return dist_t, weights, r_t, discount_t
+
+
+def _taken(dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``dist`` (B, A, N) at the taken actions (B,) -> (B, N)."""
+    index = actions.long().view(-1, 1, 1).expand(-1, 1, dist.shape[-1])
+    return dist.gather(1, index).squeeze(1)
+
+
+class CategoricalTDLoss(DistributionalTDLoss):
+    """C51's cross-entropy: ``l_b = CE(Phi(r_t + discount_t Z_t), p(s_tm1, a_tm1))`` with
+    ``Phi`` the projection and ``Z_t`` the estimator's mixture of bootstrap distributions.
+
+    ``td_errors``: the KL divergence of the online distribution from the target (Rainbow's
+    priority; the cross-entropy minus the target's entropy, which is not learnable).
+    """
+
+    def __call__(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        target_probs = self.target_distribution(batch)
+        log_p_sa = _taken(log_distribution(self.q_network, batch.obs), batch.actions)
+        cross_entropy = -(target_probs * log_p_sa).sum(dim=-1)
+        support = self.head.support
+        with torch.no_grad():
+            entropy = torch.xlogy(target_probs, target_probs).sum(-1)
+            self._priority = cross_entropy.detach() + entropy
+            target = target_probs @ support
+        return self._reduce(cross_entropy, batch), log_p_sa.exp() @ support, target
+
+    forward = __call__
+
+    @torch.no_grad()
+    def target_distribution(self, batch: TransitionBatch) -> torch.Tensor:
+        """The projected target distribution ``(B, N)`` (a constant: no gradient)."""
+        support = self.head.support
+        log_p_t, weights, r_t, discount_t = self.bootstrap(batch, lambda d: d.exp() @ support)
+        mixture = torch.bmm(weights.unsqueeze(1), log_p_t.exp()).squeeze(1)  # (B, N)
+        return categorical_projection(support, r_t, discount_t, mixture)
+
+
+class QuantileTDLoss(DistributionalTDLoss):
+    """QR-DQN's quantile Huber loss (``quantile_huber_loss``): the online quantiles at
+    ``(s_tm1, a_tm1)`` regress on the target atoms ``r_t + discount_t theta_j(s_t, a)`` of every
+    action a, each with probability ``w(a) / N`` (w the estimator's bootstrap policy: one action
+    for Q-learning, Double Q and SARSA, the behaviour policy for Expected SARSA).
+
+    ``td_errors``: the per-transition loss (what Dopamine's prioritized QR agents use).
+    """
+
+    def __call__(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            theta_t, weights, r_t, discount_t = self.bootstrap(batch, lambda d: d.mean(-1))
+            b, a, n = theta_t.shape
+            targets = (r_t.view(-1, 1, 1) + discount_t.view(-1, 1, 1) * theta_t).view(b, a * n)
+            atom_weights = (weights.unsqueeze(-1) / n).expand(b, a, n).reshape(b, a * n)
+            target = (targets * atom_weights).sum(-1)
+        theta = _taken(log_distribution(self.q_network, batch.obs), batch.actions)
+        per_sample = quantile_huber_loss(
+            theta, self.head.taus, targets, atom_weights, self.head.kappa
+        )
+        self._priority = per_sample.detach()
+        return self._reduce(per_sample, batch), theta.mean(-1), target
+
+    forward = __call__

@@ -319,7 +319,8 @@ def distributional_problem(cfg: DictConfig) -> str | None:
     if distributional and not (supported or cls.bootstrap_policy is not Estimator.bootstrap_policy):
         return (
             f"estimator._target_={estimator}: has no distributional form for "
-            f"arch/head=distributional; use estimator=q_learning|double_q|sarsa|expected_sarsa"
+            f"arch/head={str(head).rsplit('.', 1)[-1]} (a distributional head); use "
+            "estimator=q_learning|double_q|sarsa|expected_sarsa"
         )
     return None
 

@@ -3,7 +3,7 @@ action-in networks, tables, linear models, and ``build_q_network`` that builds a
 
 from rl_lightning.networks.action_in import ActionInQNetwork
 from rl_lightning.networks.build import build_q_network
-from rl_lightning.networks.distributional import CategoricalHead
+from rl_lightning.networks.distributional import CategoricalHead, QuantileHead
 from rl_lightning.networks.encoders import Encoder, MLPEncoder
 from rl_lightning.networks.heads import (
     DuelingHead,
@@ -32,6 +32,7 @@ __all__ = [
     "NoisyLinearHead",
     "QHead",
     "QNetwork",
+    "QuantileHead",
     "TabularQNetwork",
     "build_q_network",
     "linear_head",

@@ -1,4 +1,11 @@
-"""The categorical (C51) head: a return distribution over fixed atoms for every action.
+"""Distributional heads: a return distribution for every action, C51's or QR-DQN's.
+
+``CategoricalHead`` (C51) puts learned probabilities on fixed atoms; ``QuantileHead`` (QR-DQN,
+Dabney et al., 2018) puts equal probabilities on learned atoms, the quantiles. Both output the
+expected values from ``forward`` and their distribution from ``distribution``; ``kind`` tells the
+loss which one it reads (``rl_lightning.distributional``).
+
+The categorical head:
 
 Bellemare, Dabney & Munos, "A Distributional Perspective on Reinforcement Learning" (ICML 2017).
 The head maps features ``phi(s)`` ``(B, F)`` to logits ``(B, A, N)`` over N atoms
@@ -40,6 +47,7 @@ class CategoricalHead(QHead):
     """
 
     distributional = True
+    kind = "categorical"
 
     def __init__(
         self,
@@ -91,3 +99,64 @@ class CategoricalHead(QHead):
 
     def extra_repr(self) -> str:
         return f"atoms={self.atoms}, v_min={self.v_min}, v_max={self.v_max}"
+
+
+class QuantileHead(QHead):
+    """QR-DQN's head: features ``(B, F)`` -> expected Q ``(B, A)``; ``distribution`` -> the N
+    quantile values ``theta_i(s, a)`` ``(B, A, N)`` at the levels ``tau_i = (2i + 1) / 2N``.
+
+    Z(s, a) puts mass 1/N on each ``theta_i``, so ``Q(s, a)`` is their mean. No support to
+    choose: the atoms move, which is why QR-DQN needs no ``v_min``/``v_max``
+    (Dabney, Rowland, Bellemare & Munos, "Distributional RL with Quantile Regression", 2018).
+
+    Args:
+        in_features, num_actions: runtime facts.
+        quantiles: N >= 1 (QR-DQN on Atari: 200; Dopamine's classic-control configs: 51).
+        kappa: the quantile Huber loss's threshold (QR-DQN: 1; 0: the plain quantile loss).
+        dueling: per-quantile value and advantage streams.
+        noisy: factorised Gaussian noisy layers (exploration=noisy).
+        init_zero: zero the output layers (every quantile 0).
+    """
+
+    distributional = True
+    kind = "quantile"
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        num_actions: int,
+        quantiles: int = 51,
+        kappa: float = 1.0,
+        dueling: bool = False,
+        noisy: bool = False,
+        init_zero: bool = False,
+    ) -> None:
+        super().__init__()
+        if quantiles < 1:
+            raise ValueError(f"arch.head.quantiles must be >= 1, got {quantiles}")
+        if kappa < 0:
+            raise ValueError(f"arch.head.kappa must be >= 0, got {kappa}")
+        self.num_actions, self.quantiles, self.kappa = num_actions, quantiles, float(kappa)
+        self.register_buffer("taus", (2 * torch.arange(quantiles) + 1) / (2.0 * quantiles))
+        self.taus: torch.Tensor
+        self.value = linear_layer(in_features, quantiles, noisy=noisy) if dueling else None
+        self.advantage = linear_layer(in_features, num_actions * quantiles, noisy=noisy)
+        if init_zero:
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def distribution(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> quantile values ``theta`` ``(B, A, N)``."""
+        advantage = self.advantage(features).view(-1, self.num_actions, self.quantiles)
+        if self.value is None:
+            return advantage
+        value = self.value(features).unsqueeze(1)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``Q(s, a) = mean_i theta_i(s, a)`` ``(B, A)``."""
+        return self.distribution(features).mean(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"quantiles={self.quantiles}, kappa={self.kappa}"

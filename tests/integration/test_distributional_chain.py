@@ -65,3 +65,25 @@ def test_c51_from_uniform_behaviour_has_mean_q_star(compose_config, tmp_path, es
     # Q*(4, right) = 1 is an atom: its distribution is (almost) a point mass there
     assert probs[4, 1, -1] > 0.95
     assert summary["eval_return_mean"] == 1.0
+
+
+def test_qr_dqn_from_uniform_behaviour_has_mean_q_star(compose_config, tmp_path) -> None:
+    # QR-DQN: the quantiles of a point mass are all Q*(s, a), so their mean is Q* too
+    overrides = [
+        *[o for o in C51_TABLE if not o.startswith(("arch.head.", "arch/head="))],
+        "arch/head=quantile",
+        "arch.head.quantiles=5",
+        "arch.head.init_zero=true",
+        "estimator=q_learning",
+    ]
+    summary = train(compose_config(overrides), run_dir=tmp_path, overrides=overrides)
+    assert summary["status"] == "completed"
+    network, _ = load_q_network(tmp_path / CHECKPOINT_NAME)
+    with torch.no_grad():
+        states = torch.eye(NUM_STATES)[: NUM_STATES - 1]
+        q = network(states).numpy()
+        theta = network.head.distribution(network.features(states)).numpy()
+    # measured: mean within 1e-7 of Q*, the 5 quantiles within 1e-6 of each other
+    np.testing.assert_allclose(q, chain_optimal_q(NUM_STATES, GAMMA), atol=1e-3)
+    assert np.ptp(theta, axis=-1).max() < 1e-3
+    assert summary["eval_return_mean"] == 1.0

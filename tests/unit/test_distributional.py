@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
-from rl_lightning.distributional import CategoricalTDLoss, categorical_projection
+from rl_lightning.distributional import (
+    CategoricalTDLoss,
+    QuantileTDLoss,
+    categorical_projection,
+    quantile_huber_loss,
+)
 from rl_lightning.estimators.core import TDInputs, window_return
 from rl_lightning.estimators.double_q import DoubleQLearning
 from rl_lightning.estimators.expected_sarsa import ExpectedSarsa
@@ -18,7 +23,7 @@ from rl_lightning.estimators.munchausen import MunchausenQLearning
 from rl_lightning.estimators.q_learning import QLearning
 from rl_lightning.estimators.sarsa import Sarsa
 from rl_lightning.exploration import EpsilonGreedy, LinearSchedule
-from rl_lightning.networks import CategoricalHead, MLPQNetwork, QNetwork
+from rl_lightning.networks import CategoricalHead, MLPQNetwork, QNetwork, QuantileHead
 
 SUPPORT = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
 
@@ -239,3 +244,79 @@ def test_a_null_support_is_the_envs_discounted_return_range(
         env.close()
     assert (head.v_min, head.v_max) == pytest.approx((low, high))
     assert head.support.shape == (51,)
+
+
+# -- QR-DQN ----------------------------------------------------------------------------------
+
+
+def test_the_quantile_huber_loss_by_hand() -> None:
+    half = torch.tensor([0.5])
+    one = torch.ones(1, 1)
+    # tau = 1/2, u = T - theta = 0.4 (inside kappa = 1): 1/2 * u^2 / 2 = 0.04
+    got = quantile_huber_loss(torch.tensor([[1.0]]), half, torch.tensor([[1.4]]), one, 1.0)
+    assert got.item() == pytest.approx(0.04)
+    # u = -3 (outside): |1/2 - 1| * (|u| - 1/2) = 1.25
+    got = quantile_huber_loss(torch.tensor([[1.0]]), half, torch.tensor([[-2.0]]), one, 1.0)
+    assert got.item() == pytest.approx(1.25)
+    # kappa = 0, tau = 1/4, u = -2: |1/4 - 1| * 2 = 1.5; u = +2: 1/4 * 2 = 0.5; weights 0.3/0.7
+    got = quantile_huber_loss(
+        torch.tensor([[0.0]]),
+        torch.tensor([0.25]),
+        torch.tensor([[-2.0, 2.0]]),
+        torch.tensor([[0.3, 0.7]]),
+        0.0,
+    )
+    assert got.item() == pytest.approx(0.3 * 1.5 + 0.7 * 0.5)
+
+
+def test_quantiles_descend_to_the_targets_quantiles() -> None:
+    # target: 0 w.p. 0.3, 1 w.p. 0.7; N = 2 at tau = 1/4, 3/4: the 1/4-quantile is 0, the
+    # 3/4-quantile is 1 (the plain quantile loss, kappa = 0, has exactly these minimisers)
+    theta = torch.tensor([[0.5, 0.5]], requires_grad=True)
+    taus = torch.tensor([0.25, 0.75])
+    targets, weights = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.3, 0.7]])
+    # gradients: theta_1 in (0, 1) moves down at 0.3 * 3/4 - 0.7 * 1/4 = 0.05, theta_2 up at 0.45
+    optimizer = torch.optim.SGD([theta], lr=0.02)
+    for _ in range(1000):
+        optimizer.zero_grad()
+        quantile_huber_loss(theta, taus, targets, weights, 0.0).sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(theta.detach(), torch.tensor([[0.0, 1.0]]), atol=0.02, rtol=0)
+
+
+def quantile_table(values: torch.Tensor) -> QNetwork:
+    """A quantile head whose quantiles for state i (one-hot) are ``values[i]`` (2 actions, N)."""
+    n = values.shape[-1]
+    head = QuantileHead(in_features=2, num_actions=2, quantiles=n, kappa=1.0)
+    with torch.no_grad():
+        head.advantage.weight.copy_(values.reshape(2, 2 * n).T)
+        head.advantage.bias.zero_()
+    return QNetwork(OneHotEncoder(), head)
+
+
+def test_the_quantile_loss_bootstraps_the_estimators_choice_by_hand() -> None:
+    # state 0: quantiles (0, 0) for both actions; state 1: action 0 (-1, 1), action 1 (2, 4)
+    values = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[-1.0, 1.0], [2.0, 4.0]]])
+    loss_fn = QuantileTDLoss(
+        q_network=quantile_table(values), estimator=QLearning(), gamma=0.5, use_target_network=False
+    )
+    # Q(s1) = (0, 3): greedy action 1; targets 0.5 + 0.5 * (2, 4) = (1.5, 2.5), each w.p. 1/2
+    loss, q_sa, target = loss_fn(batch())
+    assert q_sa.item() == 0.0 and target.item() == pytest.approx(2.0)
+    # every u = T - theta > 1: rho = tau (|u| - 1/2); taus 1/4, 3/4, u in {1.5, 2.5}
+    by_hand = sum(tau * 0.5 * ((1.5 - 0.5) + (2.5 - 0.5)) for tau in (0.25, 0.75))
+    assert loss.item() == pytest.approx(by_hand)
+    assert loss_fn.td_errors(q_sa, target).item() == pytest.approx(by_hand)  # the priority
+    # a terminal transition: every target atom is r
+    _, _, target = loss_fn(batch(terminated=torch.tensor([1.0])))
+    assert target.item() == pytest.approx(0.5)
+
+
+def test_quantile_head_outputs_the_mean_quantile() -> None:
+    torch.manual_seed(0)
+    head = QuantileHead(in_features=3, num_actions=2, quantiles=4, dueling=True)
+    features = torch.randn(5, 3)
+    torch.testing.assert_close(head(features), head.distribution(features).mean(-1))
+    torch.testing.assert_close(head.taus, torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    with pytest.raises(ValueError, match="quantiles"):
+        QuantileHead(in_features=3, num_actions=2, quantiles=0)

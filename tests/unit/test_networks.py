@@ -367,9 +367,12 @@ def test_every_head_composes_with_every_encoder(compose_config, encoder: str, he
     assert features.shape == (7, net.encoder.out_features)
     assert net(obs).shape == (7, 5)
     torch.testing.assert_close(net(obs), net.head(features))
-    if net.head.distributional:  # the mean of its return distribution over the atoms
-        probs = net.head.distribution(features).exp()
-        torch.testing.assert_close(net(obs), probs @ net.head.support)
+    if net.head.distributional:  # the mean of its return distribution
+        dist = net.head.distribution(features)
+        if net.head.kind == "categorical":  # log-probabilities over fixed atoms
+            torch.testing.assert_close(net(obs), dist.exp() @ net.head.support)
+        else:  # quantile values, each with probability 1/N
+            torch.testing.assert_close(net(obs), dist.mean(-1))
         return
     with pytest.raises(NotImplementedError):  # expected values only, no return distribution
         net.head.distribution(features)

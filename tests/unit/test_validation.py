@@ -58,7 +58,7 @@ CASES = [
     # Munchausen's soft value is no average of Q over actions: no distributional form
     (
         ["arch/head=distributional", "estimator=munchausen"],
-        "has no distributional form for arch/head=distributional; use "
+        "has no distributional form for arch/head=CategoricalHead (a distributional head); use "
         "estimator=q_learning|double_q|sarsa|expected_sarsa",
     ),
     (
