@@ -147,7 +147,7 @@ def write_report(
         compared=comparisons,
     )
     if threshold is not None:
-        text += threshold_section(stats, threshold)
+        text += "\n" + threshold_section(stats, threshold)
     report_path = out / "report.md"
     report_path.write_text(text)
     return Report(report_path, figures, stats, improvements)
