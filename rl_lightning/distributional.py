@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
-from rl_lightning.estimators.core import Estimator, TDInputs, window_return
+from rl_lightning.estimators.core import Estimator
 from rl_lightning.exploration import Exploration
 from rl_lightning.losses import TDLoss
 
@@ -160,25 +160,8 @@ class DistributionalTDLoss(TDLoss):
         network's distributions at s_t and the estimator's weights over them (its
         ``bootstrap_policy``, given the expected values ``expected(dist_t)`` (B, A))."""
         dist_t = log_distribution(self._bootstrap, batch.next_obs)
-        q_t = expected(dist_t)
-        q_t_online = probs_t = None
-        if self._online_pass:
-            q_t_online = q_t if self.target_network is None else self.q_network(batch.next_obs)
-            if self._probs_t:
-                probs_t = cast(Exploration, self.exploration).probs(q_t_online, batch.env_steps)
-        r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, self.gamma)
-        weights = self.estimator.bootstrap_policy(
-            TDInputs(
-                r_t,
-                discount_t,
-                q_t,
-                batch.actions,
-                batch.next_actions if self._next_action else None,
-                probs_t,
-                q_t_online if self._q_t_online else None,
-            )
-        )
-        return dist_t, weights, r_t, discount_t
+        x = self.td_inputs(batch, expected(dist_t))
+        return dist_t, self.estimator.bootstrap_policy(x), x.r_t, x.discount_t
 
 
 def _taken(dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

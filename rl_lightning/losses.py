@@ -113,7 +113,12 @@ class TDLoss:
     @torch.no_grad()
     def td_target(self, batch: TransitionBatch) -> torch.Tensor:
         """y (B,) for a minibatch, computed without gradient (the semi-gradient target)."""
-        q_t = self._bootstrap(batch.next_obs)
+        return self.estimator.target(self.td_inputs(batch, self._bootstrap(batch.next_obs)))
+
+    @torch.no_grad()
+    def td_inputs(self, batch: TransitionBatch, q_t: torch.Tensor) -> TDInputs:
+        """What the estimator declared it reads, given the bootstrap network's values ``q_t``
+        (B, A) at s_t: the other passes in the module docstring's order, after q_t's."""
         q_t_online = probs_t = q_tm1_target = None
         if self._online_pass:
             q_t_online = q_t if self.target_network is None else self.q_network(batch.next_obs)
@@ -123,15 +128,13 @@ class TDLoss:
         if self._q_tm1_target:
             q_tm1_target = self._bootstrap(batch.obs)
         r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, self.gamma)
-        return self.estimator.target(
-            TDInputs(
-                r_t,
-                discount_t,
-                q_t,
-                batch.actions,
-                batch.next_actions if self._next_action else None,
-                probs_t,
-                q_t_online if self._q_t_online else None,
-                q_tm1_target,
-            )
+        return TDInputs(
+            r_t,
+            discount_t,
+            q_t,
+            batch.actions,
+            batch.next_actions if self._next_action else None,
+            probs_t,
+            q_t_online if self._q_t_online else None,
+            q_tm1_target,
         )

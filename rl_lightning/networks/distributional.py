@@ -31,7 +31,47 @@ from rl_lightning.networks.heads import QHead
 from rl_lightning.networks.noisy import linear_layer
 
 
-class CategoricalHead(QHead):
+class AtomHead(QHead):
+    """N outputs per action, ``(B, F)`` -> ``(B, A, N)`` (``per_atom``): the linear layers that
+    C51's logits and QR-DQN's quantiles share, with optional per-atom dueling streams
+    ``V(s) + A(s, a) - mean_a' A(s, a')``, V ``(B, 1, N)`` and A ``(B, A, N)`` (Rainbow, eq. 2).
+
+    Args:
+        in_features, num_actions: runtime facts.
+        atoms: N, outputs per action.
+        dueling, noisy, init_zero: see the subclasses.
+    """
+
+    distributional = True
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        num_actions: int,
+        atoms: int,
+        dueling: bool,
+        noisy: bool,
+        init_zero: bool,
+    ) -> None:
+        super().__init__()
+        self.num_actions, self.atoms = num_actions, atoms
+        self.value = linear_layer(in_features, atoms, noisy=noisy) if dueling else None
+        self.advantage = linear_layer(in_features, num_actions * atoms, noisy=noisy)
+        if init_zero:
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def per_atom(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``(B, A, N)``: the advantage stream, or the dueling combination."""
+        advantage = self.advantage(features).view(-1, self.num_actions, self.atoms)
+        if self.value is None:
+            return advantage
+        value = self.value(features).unsqueeze(1)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class CategoricalHead(AtomHead):
     """C51's head: features ``(B, F)`` -> expected Q ``(B, A)``; ``distribution`` -> log p ``(B, A, N)``.
 
     Args:
@@ -46,7 +86,6 @@ class CategoricalHead(QHead):
         init_zero: zero the output layers: uniform distributions, Q = (v_min + v_max) / 2.
     """
 
-    distributional = True
     kind = "categorical"
 
     def __init__(
@@ -61,7 +100,6 @@ class CategoricalHead(QHead):
         noisy: bool = False,
         init_zero: bool = False,
     ) -> None:
-        super().__init__()
         if v_min is None or v_max is None:
             raise ValueError(
                 "arch.head.v_min/v_max are null and the env's return range is unknown: set them, "
@@ -71,23 +109,21 @@ class CategoricalHead(QHead):
             raise ValueError(f"arch.head.atoms must be >= 2, got {atoms}")
         if not v_min < v_max:
             raise ValueError(f"arch.head.v_min={v_min} must be below arch.head.v_max={v_max}")
-        self.num_actions, self.atoms = num_actions, atoms
+        super().__init__(
+            in_features=in_features,
+            num_actions=num_actions,
+            atoms=atoms,
+            dueling=dueling,
+            noisy=noisy,
+            init_zero=init_zero,
+        )
         self.v_min, self.v_max = float(v_min), float(v_max)
         self.register_buffer("support", torch.linspace(self.v_min, self.v_max, atoms))
         self.support: torch.Tensor
-        self.value = linear_layer(in_features, atoms, noisy=noisy) if dueling else None
-        self.advantage = linear_layer(in_features, num_actions * atoms, noisy=noisy)
-        if init_zero:
-            for p in self.parameters():
-                nn.init.zeros_(p)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` -> unnormalised log-probabilities ``(B, A, N)``."""
-        advantage = self.advantage(features).view(-1, self.num_actions, self.atoms)
-        if self.value is None:
-            return advantage
-        value = self.value(features).unsqueeze(1)
-        return value + advantage - advantage.mean(dim=1, keepdim=True)
+        return self.per_atom(features)
 
     def distribution(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` -> ``log p_j(s, a)`` ``(B, A, N)``, normalised over the atoms."""
@@ -101,7 +137,7 @@ class CategoricalHead(QHead):
         return f"atoms={self.atoms}, v_min={self.v_min}, v_max={self.v_max}"
 
 
-class QuantileHead(QHead):
+class QuantileHead(AtomHead):
     """QR-DQN's head: features ``(B, F)`` -> expected Q ``(B, A)``; ``distribution`` -> the N
     quantile values ``theta_i(s, a)`` ``(B, A, N)`` at the levels ``tau_i = (2i + 1) / 2N``.
 
@@ -118,7 +154,6 @@ class QuantileHead(QHead):
         init_zero: zero the output layers (every quantile 0).
     """
 
-    distributional = True
     kind = "quantile"
 
     def __init__(
@@ -132,27 +167,25 @@ class QuantileHead(QHead):
         noisy: bool = False,
         init_zero: bool = False,
     ) -> None:
-        super().__init__()
         if quantiles < 1:
             raise ValueError(f"arch.head.quantiles must be >= 1, got {quantiles}")
         if kappa < 0:
             raise ValueError(f"arch.head.kappa must be >= 0, got {kappa}")
-        self.num_actions, self.quantiles, self.kappa = num_actions, quantiles, float(kappa)
+        super().__init__(
+            in_features=in_features,
+            num_actions=num_actions,
+            atoms=quantiles,
+            dueling=dueling,
+            noisy=noisy,
+            init_zero=init_zero,
+        )
+        self.quantiles, self.kappa = quantiles, float(kappa)
         self.register_buffer("taus", (2 * torch.arange(quantiles) + 1) / (2.0 * quantiles))
         self.taus: torch.Tensor
-        self.value = linear_layer(in_features, quantiles, noisy=noisy) if dueling else None
-        self.advantage = linear_layer(in_features, num_actions * quantiles, noisy=noisy)
-        if init_zero:
-            for p in self.parameters():
-                nn.init.zeros_(p)
 
     def distribution(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` -> quantile values ``theta`` ``(B, A, N)``."""
-        advantage = self.advantage(features).view(-1, self.num_actions, self.quantiles)
-        if self.value is None:
-            return advantage
-        value = self.value(features).unsqueeze(1)
-        return value + advantage - advantage.mean(dim=1, keepdim=True)
+        return self.per_atom(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` -> ``Q(s, a) = mean_i theta_i(s, a)`` ``(B, A)``."""

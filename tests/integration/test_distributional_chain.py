@@ -49,16 +49,22 @@ C51_TABLE = [
 ]
 
 
+def learned(run_dir) -> tuple[np.ndarray, np.ndarray]:
+    """Q (states, actions) and the head's distribution (states, actions, N) of the non-terminal
+    states, from the run's final checkpoint."""
+    network, _ = load_q_network(run_dir / CHECKPOINT_NAME)
+    with torch.no_grad():
+        states = torch.eye(NUM_STATES)[: NUM_STATES - 1]
+        return network(states).numpy(), network.head.distribution(network.features(states)).numpy()
+
+
 @pytest.mark.parametrize("estimator", ["q_learning", "double_q"])
 def test_c51_from_uniform_behaviour_has_mean_q_star(compose_config, tmp_path, estimator) -> None:
     overrides = [*C51_TABLE, f"estimator={estimator}"]
     summary = train(compose_config(overrides), run_dir=tmp_path, overrides=overrides)
     assert summary["status"] == "completed"
-    network, _ = load_q_network(tmp_path / CHECKPOINT_NAME)
-    with torch.no_grad():
-        states = torch.eye(NUM_STATES)[: NUM_STATES - 1]
-        q = network(states).numpy()
-        probs = network.head.distribution(network.features(states)).exp().numpy()
+    q, log_p = learned(tmp_path)
+    probs = np.exp(log_p)
     np.testing.assert_allclose(
         q, chain_optimal_q(NUM_STATES, GAMMA), atol=0.005
     )  # measured: 2.5e-4
@@ -78,11 +84,7 @@ def test_qr_dqn_from_uniform_behaviour_has_mean_q_star(compose_config, tmp_path)
     ]
     summary = train(compose_config(overrides), run_dir=tmp_path, overrides=overrides)
     assert summary["status"] == "completed"
-    network, _ = load_q_network(tmp_path / CHECKPOINT_NAME)
-    with torch.no_grad():
-        states = torch.eye(NUM_STATES)[: NUM_STATES - 1]
-        q = network(states).numpy()
-        theta = network.head.distribution(network.features(states)).numpy()
+    q, theta = learned(tmp_path)
     # measured: mean within 1e-7 of Q*, the 5 quantiles within 1e-6 of each other
     np.testing.assert_allclose(q, chain_optimal_q(NUM_STATES, GAMMA), atol=1e-3)
     assert np.ptp(theta, axis=-1).max() < 1e-3
