@@ -173,14 +173,16 @@ def process_rank() -> int:
 
 def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
     """Replay capacity in time steps: ``buffer.capacity``; for an online sampler
-    (``buffer=online``) one rollout (with room for its auto-reset rows) plus the n-step window."""
+    (``buffer=online``) one rollout (with room for its auto-reset rows) plus the n-step window
+    and the older rows a frame stack of N reads (``env.frame_stack``: N - 1, N with actions)."""
     if not sampler_class(cfg.buffer.sampler._target_).online:
         return int(cfg.buffer.capacity)
     num_envs = int(cfg.env.num_envs)
     # a rollout of E real steps takes up to 2 * ceil(E / N) + 1 rows per lane: every episode
     # has at least one real step, and each episode end adds one auto-reset row
     rollout_rows = 2 * math.ceil(float(cfg.env_steps_per_update) / num_envs) + 1
-    return num_envs * (rollout_rows + n_step + 2)
+    stack_rows = int(cfg.env.get("frame_stack", 1)) - 1 + int(bool(cfg.env.get("stack_actions")))
+    return num_envs * (rollout_rows + n_step + 2 + stack_rows)
 
 
 def build_datamodule(

@@ -32,6 +32,12 @@ class EnvConfig:
     obs_high: Optional[list[float]] = None
     # [low, high] of one step's reward (None: unknown): a distributional support's default
     reward_range: Optional[list[float]] = None
+    # partial observability (rl_lightning/envs/wrappers.py), applied in this order:
+    mask_indices: list[int] = field(default_factory=list)  # observation entries set to 0
+    flicker_p: float = 0.0  # probability per lane and step that the whole observation is 0
+    frame_stack: int = 1  # N: the agent sees its lane's last N observations, (N, *obs_shape)
+    frame_stack_padding: str = "zeros"  # zeros | first: the slots before the episode's start
+    stack_actions: bool = False  # also the one-hot action before each (1-D obs: flat vector)
 
 
 @dataclass

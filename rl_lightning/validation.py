@@ -27,7 +27,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from rl_lightning.config import RunConfig
-from rl_lightning.envs import register_envs
+from rl_lightning.envs import env_option_problems, register_envs
 from rl_lightning.loggers import KINDS as LOGGER_KINDS
 from rl_lightning.networks.build import part_problems
 
@@ -196,6 +196,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check(problems, cfg, "log_every_env_steps", lambda v: v >= 1, "must be >= 1")
     _check(problems, cfg, "torch_threads", lambda v: v >= 1, "must be >= 1")
     _check(problems, cfg, "env.num_envs", lambda v: v >= 1, "must be >= 1")
+    problems.extend(env_option_problems(_get(cfg, "env") or {}))  # stack, flicker, mask
     _check(
         problems,
         cfg,
@@ -302,6 +303,8 @@ def distributional_problem(cfg: DictConfig) -> str | None:
     from rl_lightning.estimators.core import Estimator
 
     head, estimator = _get(cfg, "arch.head._target_"), _get(cfg, "estimator._target_")
+    if head is None or estimator is None:  # no head part (tabular, linear, action-in)
+        return None
     try:
         distributional = getattr(get_object(str(head)), "distributional", False)
         cls = get_object(str(estimator))

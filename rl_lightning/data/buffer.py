@@ -26,14 +26,23 @@ at the first ``terminated`` or ``truncated`` flag, so no sample spans two episod
 Addressing: slot ``(i % rows) * num_envs + lane`` of the flat views is row ``i`` of ``lane``
 (``rows`` rows per lane, the oldest overwritten). Samplers draw flat slots and hand them to
 ``gather_flat``, which builds the n-step windows with one 1-D gather per field.
+
+Frame stacks (``env.frame_stack``, ``env.stack_actions``): the buffer still stores single
+observations; given a ``stack`` layout, ``observations_at`` rebuilds the stack of rows
+``i-N+1 .. i`` for ``obs`` and for the bootstrap row's ``next_obs``
+(``rl_lightning.data.stacking``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from rl_lightning.data.stacking import StackedObservations
+from rl_lightning.envs.wrappers import StackLayout
 
 #: the stored per-time-step arrays (what ``state_dict(include_arrays=True)`` holds)
 _ARRAYS = ("obs", "actions", "rewards", "terminated", "truncated", "reset_step")
@@ -47,7 +56,8 @@ class TransitionBatch(NamedTuple):
     ``rewards`` the ``r_t`` of each step, ``next_obs`` ``s_t`` and ``next_actions`` ``a_t``.
 
     Attributes:
-        obs: ``(*S, *obs_shape)`` observation ``o_i`` the transition starts in.
+        obs: ``(*S, *obs_shape)`` observation ``o_i`` the transition starts in (with a frame
+            stack: ``(*S, *stacked_shape)``, the stack ending at ``o_i``; likewise ``next_obs``).
         actions: ``(*S,)`` action ``a_i`` taken in ``o_i`` (the one whose value is learnt).
         rewards: ``(*S, n)`` rewards ``r_{i+1} .. r_{i+n}``, zero after the episode ended.
         n_steps: ``(*S,)`` number of real steps k in the window (``k < n`` when it ended inside).
@@ -100,8 +110,11 @@ class ReplayBuffer:
     Args:
         capacity: total number of time steps kept (``capacity // num_envs`` rows per lane).
         num_envs: number of parallel environment lanes written at every ``add``.
-        obs_shape: shape of one observation.
+        obs_shape: shape of one observation (one frame, with a frame stack).
         obs_dtype: storage dtype of observations (``uint8`` for frames, ``float32`` otherwise).
+        stack: the frame-stack layout the agent acts with (``StackObservations.layout``), or
+            None (no stack: ``obs`` is the stored observation). The buffer still stores each
+            observation once; the batches' ``obs`` and ``next_obs`` are the stacks.
     """
 
     def __init__(
@@ -111,6 +124,7 @@ class ReplayBuffer:
         num_envs: int,
         obs_shape: tuple[int, ...],
         obs_dtype: np.dtype | type = np.float32,
+        stack: StackLayout | None = None,
     ) -> None:
         if capacity < num_envs:
             raise ValueError(f"buffer capacity {capacity} is smaller than num_envs {num_envs}")
@@ -124,19 +138,34 @@ class ReplayBuffer:
         self.truncated = np.zeros((self.rows, num_envs), dtype=bool)
         self.reset_step = np.zeros((self.rows, num_envs), dtype=bool)
         # flat views, slot * num_envs + lane: a sample is one 1-D gather per field
-        self._flat_obs = self.obs.reshape(self.capacity, *obs_shape)
-        self._flat_actions = self.actions.reshape(-1)
+        self.flat_obs = self.obs.reshape(self.capacity, *obs_shape)
+        self.flat_actions = self.actions.reshape(-1)
         self._flat_rewards = self.rewards.reshape(-1)
         self._flat_terminated = self.terminated.reshape(-1)
         self._flat_truncated = self.truncated.reshape(-1)
         #: ``(capacity,)`` view of ``reset_step``: samplers redraw slots where it is True
         self.flat_reset_step = self.reset_step.reshape(-1)
         self.rows_written = 0  # total rows ever written per lane (not wrapped)
+        self.stack = stack
+        #: ``(B,)`` flat slots -> the agent's observations there, ``(B, *obs_shape)``: the
+        #: stored ones, or (with ``stack``) the stacks rebuilt from them. Chosen once here, so
+        #: ``gather_flat`` has no branch on it.
+        self.observations_at: Callable[[np.ndarray], np.ndarray] = (
+            partial(self.flat_obs.take, axis=0)
+            if stack is None
+            else StackedObservations(self, stack)
+        )
 
     @property
     def nbytes(self) -> int:
         """Bytes of the stored arrays (what a checkpoint with the buffer holds)."""
         return sum(getattr(self, name).nbytes for name in _ARRAYS)
+
+    @property
+    def bytes_per_transition(self) -> float:
+        """``nbytes / capacity``: the bytes one stored time step costs (observation, action,
+        reward, three flags), the same with or without a frame stack."""
+        return self.nbytes / self.capacity
 
     def state_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
         """Shape, the write counter and (``include_arrays``) the stored time steps (the arrays
@@ -219,11 +248,13 @@ class ReplayBuffer:
 
         Row ``i + j`` of the same lane is slot ``flat + j * num_envs`` (mod capacity). A window
         stops after the first step that terminated or truncated its episode. The hot path of
-        every update: one ``take`` per field, no Python loop over the batch.
+        every update: one ``take`` per field, no Python loop over the batch. ``obs`` and
+        ``next_obs`` come from ``observations_at`` (with a frame stack: the stacks of the start
+        row and of the bootstrap row).
         """
-        stride, capacity = self.num_envs, self.capacity
-        obs = self._flat_obs.take(flat, axis=0)
-        actions = self._flat_actions.take(flat)
+        stride, capacity, observations_at = self.num_envs, self.capacity, self.observations_at
+        obs = observations_at(flat)
+        actions = self.flat_actions.take(flat)
         if n_step == 1:  # the common case: one row, never cut short
             boot = flat + stride
             np.remainder(boot, capacity, out=boot)
@@ -233,8 +264,8 @@ class ReplayBuffer:
                 rewards=self._flat_rewards.take(flat)[:, None],
                 n_steps=np.ones(flat.shape[0], dtype=np.int64),
                 terminated=self._flat_terminated.take(flat).astype(np.float32),
-                next_obs=self._flat_obs.take(boot, axis=0),
-                next_actions=self._flat_actions.take(boot),
+                next_obs=observations_at(boot),
+                next_actions=self.flat_actions.take(boot),
             )
         window = (flat[:, None] + stride * np.arange(n_step)) % capacity  # (B, n)
         term: np.ndarray = self._flat_terminated.take(window)
@@ -251,6 +282,6 @@ class ReplayBuffer:
             rewards=rewards.astype(np.float32, copy=False),
             n_steps=n_steps.astype(np.int64, copy=False),
             terminated=terminated.astype(np.float32),
-            next_obs=self._flat_obs.take(boot, axis=0),
-            next_actions=self._flat_actions.take(boot),
+            next_obs=observations_at(boot),
+            next_actions=self.flat_actions.take(boot),
         )

@@ -2,6 +2,10 @@
 
 The collector knows nothing of Lightning: give it a vector env, a policy
 ``(obs (N, *obs_shape), env_step) -> actions (N,)`` and a buffer, and call ``collect``.
+
+With a frame stack (``StackObservations`` in the env's wrappers) the policy acts on the stacks
+and the buffer receives only each stack's newest observation: the buffer rebuilds the stacks
+when it samples (``rl_lightning.data.stacking``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from rl_lightning.data.buffer import ReplayBuffer
+from rl_lightning.envs.wrappers import find_stack
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
 
@@ -39,6 +44,11 @@ class VectorCollector:
         self.buffer = buffer
         self.seed = seed
         self.num_envs = env.num_envs
+        stack = find_stack(env)
+        #: the agent's observations -> what the buffer stores (the newest of each stack)
+        self._stored: Callable[[np.ndarray], np.ndarray] | None = (
+            None if stack is None else stack.layout.newest
+        )
         self.env_steps = 0
         self._obs: np.ndarray | None = None
         self._reset_next = np.zeros(self.num_envs, dtype=bool)
@@ -94,7 +104,8 @@ class VectorCollector:
         actions = self.policy(obs, self.env_steps)
         next_obs, rewards, terminated, truncated, _ = self.env.step(actions)
         reset_step = self._reset_next  # replaced below, never written in place
-        self.buffer.add(obs, actions, rewards, terminated, truncated, reset_step)
+        stored = obs if self._stored is None else self._stored(obs)
+        self.buffer.add(stored, actions, rewards, terminated, truncated, reset_step)
         if self._any_reset:  # auto-reset steps are stored but are no transitions
             real = ~reset_step
             self.env_steps += int(np.count_nonzero(real))
@@ -183,7 +194,7 @@ class VectorCollector:
             self.buffer.truncated[last] |= ~self.buffer.reset_step[last]
             lanes = self.num_envs
             self.buffer.add(
-                self._obs,
+                self._obs if self._stored is None else self._stored(self._obs),
                 np.zeros(lanes, dtype=np.int64),
                 np.zeros(lanes, dtype=np.float32),
                 np.zeros(lanes, dtype=bool),

@@ -15,12 +15,16 @@ from rl_lightning.data.buffer import ReplayBuffer
 from rl_lightning.data.collector import Policy, VectorCollector
 from rl_lightning.data.dataset import ReplayDataset
 from rl_lightning.data.samplers import Sampler, UniformSampler
+from rl_lightning.envs.wrappers import find_stack
 
 log = logging.getLogger("rl_lightning")
 
 
 class ReplayDataModule(pl.LightningDataModule):
     """Vector env -> VectorCollector -> ReplayBuffer -> (sampler) ReplayDataset -> DataLoader.
+
+    With a frame stack in the env (``StackObservations``) the buffer stores single observations
+    and rebuilds the stacks when sampling, with the wrapper's ``StackLayout``.
 
     Args:
         env: the training vector env (NEXT_STEP auto-reset).
@@ -52,13 +56,15 @@ class ReplayDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_buffer = save_buffer
-        obs_space = env.single_observation_space
+        stack = find_stack(env)  # a frame stack: the buffer stores single frames
+        obs_space = env.single_observation_space if stack is None else stack.frame_space
         assert obs_space.shape is not None and obs_space.dtype is not None
         self.buffer = ReplayBuffer(
             capacity=capacity,
             num_envs=env.num_envs,
             obs_shape=obs_space.shape,
             obs_dtype=obs_space.dtype,
+            stack=None if stack is None else stack.layout,
         )
         self.sampler = UniformSampler(seed=seed + 1) if sampler is None else sampler
         self.collector = VectorCollector(env, policy, self.buffer, seed=seed)

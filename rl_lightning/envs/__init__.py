@@ -1,11 +1,29 @@
-"""Environments: the factory and small MDPs with known Q*."""
+"""Environments: the factory, partial-observability wrappers and small MDPs with known Q*."""
 
 from rl_lightning.envs.chain import ChainEnv, chain_optimal_q
-from rl_lightning.envs.make import make_env_from_config, make_vector_env, register_envs
+from rl_lightning.envs.make import (
+    env_option_problems,
+    make_env_from_config,
+    make_vector_env,
+    register_envs,
+)
+from rl_lightning.envs.wrappers import (
+    FlickerObservation,
+    MaskObservation,
+    StackLayout,
+    StackObservations,
+    find_stack,
+)
 
 __all__ = [
     "ChainEnv",
+    "FlickerObservation",
+    "MaskObservation",
+    "StackLayout",
+    "StackObservations",
     "chain_optimal_q",
+    "env_option_problems",
+    "find_stack",
     "make_env_from_config",
     "make_vector_env",
     "register_envs",

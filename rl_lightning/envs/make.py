@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
+
+from rl_lightning.envs.wrappers import PADDINGS, wrap_observations
 
 _REGISTERED: set[str] = set()
 
@@ -20,6 +24,9 @@ def register_envs(env_id: str | None = None) -> None:
             max_episode_steps=20,
         )
         _REGISTERED.add("own")
+    if env_id is not None and env_id.startswith("popgym-") and env_id not in gym.registry:
+        with contextlib.suppress(ImportError):  # POPGym (optional) registers them on import
+            import popgym  # noqa: F401
     if "ale" in _REGISTERED or (env_id is not None and env_id in gym.registry):
         return
     try:
@@ -38,11 +45,22 @@ def make_vector_env(
     vectorization_mode: str | None = None,
     max_episode_steps: int | None = None,
     kwargs: dict[str, Any] | None = None,
+    mask_indices: list[int] | None = None,
+    flicker_p: float = 0.0,
+    frame_stack: int = 1,
+    frame_stack_padding: str = "zeros",
+    stack_actions: bool = False,
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env with ``num_envs`` lanes and NEXT_STEP auto-reset.
 
     ``vectorization_mode=None`` takes the env's own vectorised implementation when it has one
-    (CartPole's is much faster than a loop of single envs), else ``sync``.
+    (CartPole's is much faster than a loop of single envs), else ``sync``. The partial-
+    observability options (``rl_lightning/envs/wrappers.py``, applied in this order):
+    ``mask_indices`` zeroes those entries of every observation, ``flicker_p`` blanks a lane's
+    whole observation with that probability per step, ``frame_stack`` = N > 1 (or
+    ``stack_actions``) shows each lane its last N observations ``(N, *obs_shape)``, padded with
+    ``frame_stack_padding`` before the episode's start (with ``stack_actions``, 1-D observations
+    only: one flat vector of ``N * (obs_dim + num_actions)`` with the one-hot actions).
     """
     register_envs(id)
     kw = dict(kwargs or {})
@@ -54,7 +72,14 @@ def make_vector_env(
             f"env {id!r} has action space {env.single_action_space}; value-based methods here "
             "need a Discrete action space"
         )
-    return env
+    return wrap_observations(
+        env,
+        mask_indices=mask_indices,
+        flicker_p=flicker_p,
+        frame_stack=frame_stack,
+        frame_stack_padding=frame_stack_padding,
+        stack_actions=stack_actions,
+    )
 
 
 #: keys of the ``env`` config node that describe the observations, not how to build the env
@@ -69,3 +94,48 @@ def make_env_from_config(
     if num_envs is not None:
         kwargs["num_envs"] = num_envs
     return make_vector_env(**kwargs)
+
+
+def env_option_problems(env_cfg: Mapping[str, Any]) -> list[str]:
+    """One message per bad partial-observability option of an ``env`` config node (for
+    ``validation.validate_config``). The env is made once, to read its observation space, only
+    when ``stack_actions`` or ``mask_indices`` is set (failures to make it are reported by the
+    env checks)."""
+    problems: list[str] = []
+    stack, p = env_cfg.get("frame_stack", 1), env_cfg.get("flicker_p", 0.0)
+    padding = env_cfg.get("frame_stack_padding", "zeros")
+    if not isinstance(stack, int) or stack < 1:
+        problems.append(f"env.frame_stack={stack!r}: must be >= 1 (1: the observation alone)")
+    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        problems.append(f"env.flicker_p={p!r}: must be in [0, 1) (0: no flicker)")
+    if padding not in PADDINGS:
+        problems.append(
+            f"env.frame_stack_padding={padding!r}: must be one of {', '.join(PADDINGS)}"
+        )
+    mask, actions = env_cfg.get("mask_indices") or [], env_cfg.get("stack_actions", False)
+    if not (mask or actions):
+        return problems
+    try:
+        register_envs(env_cfg["id"])
+        probe = gym.make(env_cfg["id"], **dict(env_cfg.get("kwargs") or {}))
+    except Exception:
+        return problems
+    shape = probe.observation_space.shape
+    probe.close()
+    if shape is None:
+        return problems
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    bad = [i for i in mask if not 0 <= i < size]
+    if bad:
+        problems.append(
+            f"env.mask_indices={list(mask)}: {bad} outside the {size} entries of "
+            f"{env_cfg['id']}'s observation"
+        )
+    if actions and len(shape) != 1:
+        problems.append(
+            f"env.stack_actions=true: needs 1-D observations, and {env_cfg['id']}'s have shape "
+            f"{tuple(shape)}; stack the observations alone (env.frame_stack=N)"
+        )
+    return problems

@@ -24,6 +24,10 @@ from rl_lightning.networks.q_network import QNetwork
 FEATURES = ("raw", "polynomial", "rbf")
 
 
+#: the largest feature map built (an RBF grid has centers ** dims features)
+MAX_FEATURES = 1_000_000
+
+
 class FeatureMap(nn.Module):
     """phi: (B, *obs_shape) -> (B, F); no parameters."""
 
@@ -66,6 +70,12 @@ class FeatureMap(nn.Module):
             self.register_buffer("index", index)
             self.out_features = len(terms)
         else:
+            if centers**dims > MAX_FEATURES:  # a grid in many dimensions (a frame stack)
+                raise ValueError(
+                    f"arch.features=rbf: {centers}^{dims} = {centers**dims:.3g} features over "
+                    f"{dims} observation dimensions; use arch.features=raw|polynomial or fewer "
+                    "arch.centers"
+                )
             grid = torch.linspace(0.0, 1.0, centers)
             self.register_buffer("centers", torch.cartesian_prod(*[grid] * dims).reshape(-1, dims))
             self.width = 1.0 / max(centers - 1, 1)

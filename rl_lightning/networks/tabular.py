@@ -17,6 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+#: the largest table built, in cells (the product of the bins per dimension)
+MAX_CELLS = 100_000_000
+
 
 class TabularQNetwork(nn.Module):
     """Q(s, .) = table[cell(s)].
@@ -56,10 +59,15 @@ class TabularQNetwork(nn.Module):
             raise ValueError(f"tabular: bins, obs_low and obs_high need {dims} entries each")
         self.register_buffer("low", torch.tensor(list(obs_low), dtype=torch.float32))
         self.register_buffer("high", torch.tensor(list(obs_high), dtype=torch.float32))
+        self.num_cells = math.prod(bins_list)
+        if self.num_cells > MAX_CELLS:  # binning many dimensions (a frame stack)
+            raise ValueError(
+                f"arch=tabular: {self.num_cells:.3g} cells ({dims} dimensions); use fewer "
+                "arch.bins, or function approximation (arch=mlp)"
+            )
         self.register_buffer("bins", torch.tensor(bins_list, dtype=torch.long))
         strides = [math.prod(bins_list[i + 1 :]) for i in range(dims)]
         self.register_buffer("strides", torch.tensor(strides, dtype=torch.long))
-        self.num_cells = math.prod(bins_list)
         self.table = nn.Parameter(torch.full((self.num_cells, num_actions), float(init)))
         self.sigma: nn.Parameter | None = None
         if noisy:

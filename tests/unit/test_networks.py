@@ -646,3 +646,15 @@ def test_a_config_stored_before_encoder_and_head_builds_the_same_network(
     assert list(net.state_dict()) == list(expected.state_dict())  # a checkpoint's weights load
     for key, value in expected.state_dict().items():
         exact(net.state_dict()[key], value)
+
+
+def test_tables_and_rbf_grids_too_large_to_build_are_refused() -> None:
+    # a frame stack of 4 over CartPole's 4 dimensions: 10^16 cells, 5^16 RBF centres
+    from rl_lightning.networks.linear import FeatureMap
+    from rl_lightning.networks.tabular import TabularQNetwork
+
+    bounds = {"obs_low": [-1.0] * 16, "obs_high": [1.0] * 16}
+    with pytest.raises(ValueError, match="1e\\+16 cells \\(16 dimensions\\)"):
+        TabularQNetwork(obs_shape=(4, 4), num_actions=2, bins=10, **bounds)
+    with pytest.raises(ValueError, match="5\\^16 = 1.53e\\+11 features"):
+        FeatureMap(kind="rbf", dims=16, centers=5, **bounds)

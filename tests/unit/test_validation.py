@@ -33,7 +33,7 @@ CASES = [
     (["env.id=MountainCar-v1"], "did you mean MountainCar-v0"),
     # keys added with `+` pass Hydra (it rejects unknown keys only without it)
     (["+foo=1"], "foo=1 is an unknown key: allowed keys are arch, batch_size,"),
-    (["+env.num_env=8"], "env.num_env=8 is an unknown key: allowed keys are id, kwargs,"),
+    (["+env.num_env=8"], "env.num_env=8 is an unknown key: allowed keys are flicker_p,"),
     (["+env.num_env=8"], "(did you mean num_envs?)"),
     (
         ["+estimator.nstep=3"],

@@ -1,0 +1,85 @@
+"""Frame stacks and POMDP envs through ``rl_lightning.train.train``: short runs, and an exact
+resume of a stacked, flickering run (the wrapper's stacks and the flicker generator are part of
+the env state the checkpoint pickles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rl_lightning.callbacks import InjectedFault
+from rl_lightning.run import Run
+from rl_lightning.summary import read_summary
+from rl_lightning.train import train
+
+POMDP = ["env=cartpole_pomdp", "env.frame_stack=4"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "width"),
+    [
+        ([], 4 * 4),
+        (["env.stack_actions=true", "env.flicker_p=0.1"], 4 * (4 + 2)),
+        # online: the small buffer keeps the N - 1 rows before each rollout
+        (["buffer=online", "estimator=sarsa", "env_steps_per_update=2"], 4 * 4),
+    ],
+    ids=["stack4", "stack4_actions_flicker", "stack4_online"],
+)
+def test_a_stacked_pomdp_run_trains(
+    compose_config, tmp_path: Path, extra: list[str], width: int
+) -> None:
+    overrides = ["debug=fast", "logger=none", *POMDP, *extra]
+    seen: dict[str, Any] = {}
+
+    def inspect(run: Run) -> None:
+        seen["buffer_obs"] = run.datamodule.buffer.obs.shape
+        seen["first_layer"] = next(p for p in run.q_network.parameters() if p.dim() == 2).shape
+
+    summary = train(
+        compose_config(overrides), run_dir=tmp_path, overrides=overrides, on_built=inspect
+    )
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["env_steps"] >= 300
+    assert seen["buffer_obs"][1:] == (2, 4)  # single observations per lane (debug=fast: 2 lanes)
+    assert seen["first_layer"][1] == width  # the network sees the stacks
+
+
+def test_a_stacked_flickering_run_resumes_bit_identically(compose_config, tmp_path: Path) -> None:
+    base = [
+        *POMDP,
+        "env.stack_actions=true",
+        "env.flicker_p=0.2",
+        "total_env_steps=1500",
+        "buffer.learning_starts_env_steps=200",
+        "updates_per_batch=16",
+        "checkpoint.every_env_steps=500",
+        "logger=none",
+        "progress_bar=false",
+        "eval.every_env_steps=500",
+        "eval.episodes=2",
+        "eval.final_episodes=2",
+        "estimator.n_step=3",
+    ]
+    reference = train(compose_config(base), run_dir=tmp_path / "reference", overrides=base)
+    crashing = [*base, "fault_injection.fail_at_env_steps=900"]
+    with pytest.raises(InjectedFault):
+        train(compose_config(crashing), run_dir=tmp_path / "run", overrides=crashing)
+    assert read_summary(tmp_path / "run")["status"] == "failed"
+    again = [f"resume={tmp_path / 'run'}", "fault_injection.fail_at_env_steps=null"]
+    resumed = train(compose_config(again), run_dir=tmp_path / "hydra_output", overrides=again)
+    assert resumed["resumed_from"]
+    figures = ("env_steps", "updates", "episodes", "eval_returns", "eval_history")
+    assert {k: resumed[k] for k in figures} == {k: reference[k] for k in figures}
+    a = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    assert "ReplayDataModule" in a
+    for name in ("obs", "actions", "reset_step"):
+        assert torch.equal(
+            a["ReplayDataModule"]["buffer"]["arrays"][name],
+            b["ReplayDataModule"]["buffer"]["arrays"][name],
+        ), name
