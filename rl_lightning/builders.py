@@ -37,6 +37,7 @@ from rl_lightning.envs import make_env_from_config
 from rl_lightning.exploration import Actor, Exploration
 from rl_lightning.losses import TDLoss
 from rl_lightning.module import QLearningModule, TDErrorsHook
+from rl_lightning.validation import ConfigError
 
 CHECKPOINT_FILE = "checkpoints/last.ckpt"
 
@@ -237,6 +238,20 @@ def build_callbacks(cfg: DictConfig, context: RunContext) -> list[pl.Callback]:
             extra["context"] = context
         callbacks.append(instantiate(OmegaConf.create(params), **extra))
     return callbacks
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A ``ConfigError`` (exit status 2, one message naming the fix) for ``trainer=gpu`` where
+    no CUDA GPU is usable, before anything is built: Lightning would raise its
+    ``MisconfigurationException`` with a traceback only once the trainer is made."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no usable GPU"
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}, but torch.cuda.is_available() is False here "
+            f"(torch {torch.__version__}: {build}): use trainer=cpu, or on a GPU machine install "
+            "a CUDA build of torch and check nvidia-smi / CUDA_VISIBLE_DEVICES"
+        )
 
 
 def build_trainer(

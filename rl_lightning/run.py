@@ -33,6 +33,7 @@ from rl_lightning.builders import (
     build_module,
     build_q_network,
     build_trainer,
+    check_accelerator,
     episode_horizon,
     make_env,
     process_rank,
@@ -117,6 +118,7 @@ def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 def build_run(cfg: DictConfig, context: RunContext, point: ResumePoint | None = None) -> Run:
     """Seed, then build the components in a fixed order (the random streams depend on it)."""
+    check_accelerator(cfg)  # before anything is built: exit status 2 without a GPU
     torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
     timings: dict[str, float] = {}

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rl_lightning.summary import read_summary
 from rl_lightning.validation import ConfigError, check_output_dir
@@ -75,6 +76,20 @@ def test_a_continuous_action_env_fails_before_training(tmp_path: Path) -> None:
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and summary["env_steps"] == 0
     assert "Pendulum-v1" in summary["error"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
+def test_trainer_gpu_without_a_gpu_is_one_clear_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = rl_train("trainer=gpu", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "[rl-train] trainer.accelerator=gpu, but torch.cuda.is_available() is False" in (
+        proc.stderr
+    )
+    assert "use trainer=cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr and "MisconfigurationException" not in proc.stderr
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and summary["env_steps"] == 0
 
 
 def test_an_unwritable_run_dir_fails_at_start(tmp_path: Path) -> None:
