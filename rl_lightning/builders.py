@@ -31,12 +31,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from rl_lightning import networks
 from rl_lightning.context import RunContext
-from rl_lightning.data import ReplayDataModule, sampler_class
+from rl_lightning.data import (
+    ReplayDataModule,
+    Sampler,
+    SequenceSampler,
+    UniformSampler,
+    sampler_class,
+)
 from rl_lightning.distributional import CategoricalTDLoss, QuantileTDLoss
 from rl_lightning.envs import make_env_from_config
 from rl_lightning.exploration import Actor, Exploration
 from rl_lightning.losses import TDLoss
 from rl_lightning.module import QLearningModule, TDErrorsHook
+from rl_lightning.recurrent_loss import RecurrentTDLoss
 from rl_lightning.validation import ConfigError
 
 CHECKPOINT_FILE = "checkpoints/last.ckpt"
@@ -145,7 +152,14 @@ def build_module(
     # Huber loss), the others by the regression in loss/
     kind = str(getattr(getattr(q_network, "head", None), "kind", ""))
     losses: dict[str, type[TDLoss]] = {"categorical": CategoricalTDLoss, "quantile": QuantileTDLoss}
-    loss = losses.get(kind, TDLoss)(
+    loss_class = losses.get(kind, TDLoss)
+    if networks.is_recurrent(q_network):  # sequences with a burn-in (recurrent_loss.py)
+        if loss_class is not TDLoss:
+            raise ValueError(
+                f"a recurrent network has no {kind} loss: use arch/head=linear|dueling"
+            )
+        loss_class = RecurrentTDLoss
+    loss = loss_class(
         q_network=q_network,
         estimator=instantiate(cfg.estimator),
         loss=instantiate(cfg.loss),
@@ -186,6 +200,22 @@ def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
     return num_envs * (rollout_rows + n_step + 2 + stack_rows)
 
 
+def build_sampler(cfg: DictConfig, q_network: torch.nn.Module, *, seed: int) -> Sampler:
+    """``buffer.sampler``; for a recurrent network a ``SequenceSampler`` with its ``burn_in``
+    and ``train_length`` instead of the uniform sampler (the only one it replaces: sequences
+    have no prioritized or online version yet)."""
+    if not networks.is_recurrent(q_network):
+        return cast(Sampler, instantiate(cfg.buffer.sampler, seed=seed))
+    if sampler_class(cfg.buffer.sampler._target_) is not UniformSampler:
+        raise ValueError(
+            f"a recurrent network (arch={cfg.arch._target_}) learns from uniformly sampled "
+            f"sequences; buffer.sampler={cfg.buffer.sampler._target_} has no sequence version: "
+            "use buffer=replay"
+        )
+    net: Any = q_network
+    return SequenceSampler(seed=seed, burn_in=net.burn_in, train_length=net.train_length)
+
+
 def build_datamodule(
     cfg: DictConfig,
     env: gym.vector.VectorEnv,
@@ -205,7 +235,7 @@ def build_datamodule(
         policy=Actor(q_network, exploration, seed=actor_seed),
         capacity=buffer_capacity(cfg, n_step),
         seed=actor_seed,
-        sampler=instantiate(cfg.buffer.sampler, seed=actor_seed + 1),
+        sampler=build_sampler(cfg, q_network, seed=actor_seed + 1),
         batch_size=cfg.batch_size,
         n_step=n_step,
         total_env_steps=cfg.total_env_steps,

@@ -15,6 +15,7 @@ import torch
 
 from rl_lightning.networks.noisy import NoisyLinear
 from rl_lightning.networks.numpy_forward import NumpyMLP
+from rl_lightning.networks.recurrent import is_recurrent
 from rl_lightning.networks.tabular import TabularQNetwork
 
 
@@ -229,6 +230,12 @@ class Actor:
 
     The actor shares the Q-network object with the LightningModule, so it always acts with
     the latest weights, on whatever device Lightning moved them to.
+
+    A recurrent network (``networks.RecurrentQNetwork``) acts with a hidden state per lane,
+    ``hidden`` ``(N, state_size)``, kept here: every call runs the network (the state must see
+    every observation, also when every lane explores) and advances it; ``episode_starts(lanes)``
+    -- the collector calls it at each reset and for the lanes whose next observation starts an
+    episode -- zeroes those lanes' states. ``state_dict`` holds it: exact resume.
     """
 
     def __init__(
@@ -252,20 +259,70 @@ class Actor:
         self._numpy = (
             NumpyMLP.build(q_network) if numpy_acting and not self._mode_sensitive else None
         )
+        self.recurrent = is_recurrent(q_network)
+        #: ``(N, state_size)`` hidden state per lane (recurrent networks; None: zero)
+        self.hidden: torch.Tensor | None = None
 
     def act_through_torch(self) -> None:
         """Compute every acting forward pass with torch (no numpy fast path)."""
         self._numpy = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The exploration generator's state (the schedule is a function of the env step)."""
-        return {"rng": self.rng.bit_generator.state}
+        """The exploration generator's state (the schedule is a function of the env step) and,
+        for a recurrent network, the lanes' hidden states (numpy, None before the first step)."""
+        if not self.recurrent:
+            return {"rng": self.rng.bit_generator.state}
+        hidden = None if self.hidden is None else self.hidden.cpu().numpy().copy()
+        return {"rng": self.rng.bit_generator.state, "hidden": hidden}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        if self.recurrent:
+            hidden = state.get("hidden")
+            self.hidden = (
+                None
+                if hidden is None
+                else torch.as_tensor(np.asarray(hidden), device=self._first_param.device)
+            )
+
+    def episode_starts(self, lanes: np.ndarray) -> None:
+        """Lanes (bool ``(N,)``) whose next observation is an episode's first: their hidden
+        states restart at zero. A no-op for networks without a state."""
+        if self.recurrent and self.hidden is not None and lanes.any():
+            keep = torch.as_tensor(~lanes, device=self.hidden.device)
+            self.hidden = self.hidden * keep.unsqueeze(1).to(self.hidden.dtype)
+
+    @torch.no_grad()
+    def _step_recurrent(self, obs: np.ndarray, env_step: int) -> torch.Tensor:
+        """One step of every lane with the recurrent network (N, A), advancing ``hidden``."""
+        net: Any = self.q_network
+        obs_t = torch.as_tensor(obs, device=self._first_param.device)
+        if self.hidden is None or self.hidden.shape[0] != len(obs):
+            self.hidden = net.initial_state(len(obs), obs_t.device)
+        elif self.hidden.device != obs_t.device:  # restored before the network was moved
+            self.hidden = self.hidden.to(obs_t.device)
+        self.exploration.prepare(net, env_step)
+        was_training = net.training
+        net.train(self.exploration.acting_train_mode)
+        try:
+            q, self.hidden = net.step(obs_t, self.hidden)
+        finally:
+            net.train(was_training)
+        self.num_actions = int(q.shape[1])
+        return q
 
     def __call__(self, obs: np.ndarray, env_step: int) -> np.ndarray:
         """obs: (N, *obs_shape) -> (N,) actions."""
+        if self.recurrent:
+            q = self._step_recurrent(obs, env_step)
+            return self.exploration.act(
+                lambda: q,
+                lambda: q.argmax(dim=1).cpu().numpy(),
+                len(obs),
+                self.num_actions,
+                env_step,
+                self.rng,
+            )
         return self.exploration.act(
             lambda: self.q_values(obs, env_step),
             lambda: self.greedy(obs, env_step),

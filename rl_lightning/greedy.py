@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+
+from rl_lightning.networks.recurrent import is_recurrent
 
 #: a state of a truncated episode counts in ``eval/overestimation`` only when the missing tail
 #: weighs at most this much: gamma^(T - t) <= TRUNCATION_TAIL_WEIGHT
@@ -114,12 +117,17 @@ def play_greedy(
     not over-represented. The network is put in eval mode (no dropout) and restored after.
     ``epsilon`` > 0 evaluates an epsilon-greedy policy instead (Atari protocols use 0.001-0.05).
     An episode still running after ``max_steps_per_episode`` counts as truncated.
+
+    A recurrent network (``RecurrentQNetwork``) plays with one hidden state per lane, zero at
+    each round's reset (every lane starts an episode there); a lane's later episodes in a round
+    are not counted, so its state is never reset inside a round.
     """
     was_training = q_network.training
     q_network.eval()
     device = next(q_network.parameters()).device
     rng = np.random.default_rng(seed)
     lanes = env.num_envs
+    recurrent = is_recurrent(q_network)
     returns: list[float] = []
     v0: list[float] = []
     total, count = 0.0, 0
@@ -134,8 +142,14 @@ def play_greedy(
             length = np.full(lanes, max_steps_per_episode, dtype=np.int64)
             values: list[np.ndarray] = []
             rewards: list[np.ndarray] = []
+            hidden = cast(Any, q_network).initial_state(lanes, device) if recurrent else None
             for step in range(max_steps_per_episode):
-                q = q_network(torch.as_tensor(obs, device=device))
+                if hidden is None:
+                    q = q_network(torch.as_tensor(obs, device=device))
+                else:
+                    q, hidden = cast(Any, q_network).step(
+                        torch.as_tensor(obs, device=device), hidden
+                    )
                 v, greedy = q.max(dim=1)  # V(s_t) and the greedy actions in one op
                 actions = greedy.cpu().numpy()
                 if gamma is not None or not values:

@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
+from rl_lightning.data.sequences import SequenceBatch
 from rl_lightning.estimators.core import Estimator
 from rl_lightning.exploration import Exploration
 from rl_lightning.losses import TDLoss
@@ -38,6 +39,8 @@ __all__ = [
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 #: called after each update's loss with the minibatch and its TD errors target - Q (B,)
 TDErrorsHook = Callable[[TransitionBatch, torch.Tensor], None]
+#: the whole-batch types (``(K, B, ...)``): n-step transitions, or sequences (recurrent nets)
+BATCH_TYPES = (TransitionBatch, SequenceBatch)
 
 #: Lightning hooks run around every optimizer step; the direct update path is taken only when
 #: neither the module nor any callback overrides one of them
@@ -216,7 +219,7 @@ class QLearningModule(pl.LightningModule):
         The stream's end (StopIteration) ends the epoch.
         """
         batch, _, _ = next(dataloader_iter)
-        if isinstance(batch, TransitionBatch):
+        if isinstance(batch, BATCH_TYPES):
             batch = self.trainer.strategy.batch_to_device(batch)
         self.learn(batch)
 
@@ -228,13 +231,14 @@ class QLearningModule(pl.LightningModule):
             self._direct = False
             self._params = list(self.q_network.parameters())
             self._foreach_clip = False
-        if isinstance(batch, TransitionBatch):
+        if isinstance(batch, BATCH_TYPES):
             start = time.perf_counter()
             if self.lr_end_factor != 1.0:
                 self._anneal_lr(opt.optimizer, self.env_steps)  # before this batch's burst
             self.env_steps = batch.env_steps
             for k in range(batch.actions.shape[0]):
-                self._update(opt, batch.map(operator.itemgetter(k)))
+                # (a SequenceBatch when the loss is a RecurrentTDLoss)
+                self._update(opt, batch.map(operator.itemgetter(k)))  # type: ignore[arg-type]
             self.learn_time_s += time.perf_counter() - start
         else:
             device = self._params[0].device

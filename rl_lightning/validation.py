@@ -283,9 +283,11 @@ def validate_config(cfg: DictConfig) -> None:
         )
     _check(problems, cfg, "embedding.max_points", lambda v: v >= 10, "must be >= 10")
     _check(problems, cfg, "embedding.perplexity", *positive)
-    problem = distributional_problem(cfg)
-    if problem:
-        problems.append(problem)
+    from rl_lightning.recurrent_loss import recurrent_config_problems  # imports Lightning too
+
+    problems.extend(
+        [p for p in [distributional_problem(cfg)] if p] + recurrent_config_problems(cfg)
+    )
     env_id = _get(cfg, "env.id")
     if isinstance(env_id, str):
         problem = env_id_problem(env_id) or action_space_problem(env_id, _get(cfg, "env.kwargs"))

@@ -6,6 +6,7 @@ from rl_lightning.data.datamodule import ReplayDataModule
 from rl_lightning.data.dataset import ReplayDataset
 from rl_lightning.data.prioritized import PrioritizedSampler
 from rl_lightning.data.samplers import OnlineSampler, Sampler, UniformSampler, sampler_class
+from rl_lightning.data.sequences import SequenceBatch, SequenceSampler
 
 __all__ = [
     "OnlineSampler",
@@ -14,6 +15,8 @@ __all__ = [
     "ReplayDataModule",
     "ReplayDataset",
     "Sampler",
+    "SequenceBatch",
+    "SequenceSampler",
     "TransitionBatch",
     "UniformSampler",
     "VectorCollector",

@@ -41,6 +41,11 @@ class VectorCollector:
             raise ValueError(f"VectorCollector needs AutoresetMode.NEXT_STEP, got {autoreset}")
         self.env = env
         self.policy = policy
+        #: ``episode_starts(lanes)`` of a policy with a state per lane (a recurrent network's
+        #: ``Actor``): told which lanes' next observation starts an episode; None otherwise
+        self._episode_starts: Callable[[np.ndarray], None] | None = (
+            getattr(policy, "episode_starts", None) if getattr(policy, "recurrent", False) else None
+        )
         self.buffer = buffer
         self.seed = seed
         self.num_envs = env.num_envs
@@ -64,6 +69,8 @@ class VectorCollector:
 
     def reset(self) -> None:
         self._obs, _ = self.env.reset(seed=self.seed)
+        if self._episode_starts is not None:
+            self._episode_starts(np.ones(self.num_envs, dtype=bool))
         self._reset_next = np.zeros(self.num_envs, dtype=bool)
         self._any_reset = False
         self._episode_return[:] = 0.0
@@ -107,6 +114,8 @@ class VectorCollector:
         stored = obs if self._stored is None else self._stored(obs)
         self.buffer.add(stored, actions, rewards, terminated, truncated, reset_step)
         if self._any_reset:  # auto-reset steps are stored but are no transitions
+            if self._episode_starts is not None:  # next_obs starts these lanes' episodes
+                self._episode_starts(reset_step)
             real = ~reset_step
             self.env_steps += int(np.count_nonzero(real))
             self._episode_return += rewards * real

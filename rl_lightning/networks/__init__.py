@@ -1,5 +1,5 @@
 """Q-networks: encoders and heads composed from config (``arch.encoder``, ``arch.head``),
-action-in networks, tables, linear models, and ``build_q_network`` that builds any of them."""
+recurrent networks, action-in networks, tables, linear models, and ``build_q_network`` that builds any of them."""
 
 from rl_lightning.networks.action_in import ActionInQNetwork
 from rl_lightning.networks.build import build_q_network
@@ -15,6 +15,7 @@ from rl_lightning.networks.heads import (
 from rl_lightning.networks.linear import FeatureMap, LinearQNetwork
 from rl_lightning.networks.noisy import NoisyLinear
 from rl_lightning.networks.q_network import ActionOutQNetwork, MLPQNetwork, QNetwork
+from rl_lightning.networks.recurrent import RecurrentEncoder, RecurrentQNetwork, is_recurrent
 from rl_lightning.networks.tabular import TabularQNetwork
 
 __all__ = [
@@ -33,7 +34,10 @@ __all__ = [
     "QHead",
     "QNetwork",
     "QuantileHead",
+    "RecurrentEncoder",
+    "RecurrentQNetwork",
     "TabularQNetwork",
     "build_q_network",
+    "is_recurrent",
     "linear_head",
 ]
