@@ -41,6 +41,7 @@ class RecurrentEncoder(Encoder):
         hidden_size: width of the cell's state h (= ``out_features``).
         hidden_sizes: widths of the MLP layers before the cell.
         activation: activation of the MLP layers.
+        dropout: dropout after each MLP layer (set by exploration=dropout; the cell has none).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class RecurrentEncoder(Encoder):
         hidden_size: int = 128,
         hidden_sizes: Sequence[int] = (128,),
         activation: str = "relu",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -62,7 +64,10 @@ class RecurrentEncoder(Encoder):
         if hidden_size < 1:
             raise ValueError(f"arch.encoder.hidden_size={hidden_size} must be >= 1")
         self.mlp = MLPEncoder(
-            obs_shape=obs_shape, hidden_sizes=list(hidden_sizes), activation=activation
+            obs_shape=obs_shape,
+            hidden_sizes=list(hidden_sizes),
+            activation=activation,
+            dropout=dropout,
         )
         self.cell = cell
         self.rnn = CELLS[cell](self.mlp.out_features, hidden_size, batch_first=True)

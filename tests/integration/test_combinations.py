@@ -1,7 +1,7 @@
 """Every estimator x arch x exploration x target combination composes and trains 300 env steps.
 
-The options are read from ``conf/<group>/*.yaml``: the full product (every estimator x 4 archs x
-5 explorations x 3 targets, 60 runs per estimator, about 0.4 s each, Hydra composition included)
+The options are read from ``conf/<group>/*.yaml``: the full product (every estimator x 6 archs x
+5 explorations x 3 targets, 90 runs per estimator, about 0.4 s each, Hydra composition included)
 runs in the default suite, so a new option is tested against every other one as soon as its yaml
 exists."""
 
@@ -37,7 +37,7 @@ def case_id(case: dict[str, str]) -> str:
 def test_the_options_are_the_documented_ones() -> None:
     # a new estimator joins the product by its yaml alone
     assert {"double_q", "expected_sarsa", "q_learning", "sarsa"} <= set(FACTORS["estimator"])
-    assert FACTORS["arch"] == ["linear", "mlp", "mlp_action_in", "tabular"]
+    assert FACTORS["arch"] == ["gru", "linear", "lstm", "mlp", "mlp_action_in", "tabular"]
     assert len(FACTORS["exploration"]) >= 5
     assert FACTORS["target"] == ["hard", "none", "polyak"]
 
