@@ -83,3 +83,19 @@ def test_a_stacked_flickering_run_resumes_bit_identically(compose_config, tmp_pa
             a["ReplayDataModule"]["buffer"]["arrays"][name],
             b["ReplayDataModule"]["buffer"]["arrays"][name],
         ), name
+
+
+@pytest.mark.parametrize("setting", ["stack1", "stack4", "stack4_actions", "gru"])
+def test_each_ablation_pomdp_setting_trains(compose_config, tmp_path: Path, setting: str) -> None:
+    overrides = [
+        "experiment=ablation_pomdp",
+        f"ablation/pomdp={setting}",
+        "debug=fast",
+        "logger=none",
+    ]
+    cfg = compose_config(overrides)
+    assert list(cfg.env.mask_indices) == [1, 3]  # the velocities hidden
+    stack = 1 if setting in ("stack1", "gru") else 4
+    assert cfg.env.frame_stack == stack
+    summary = train(cfg, run_dir=tmp_path, overrides=overrides)
+    assert summary["status"] == "completed", summary.get("error")
