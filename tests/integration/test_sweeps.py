@@ -44,9 +44,16 @@ EXPECTED_SETTINGS = {
     # (q_learning, double_q) x (no target, hard copy) x (1-, 3-step) x (CartPole, Acrobot)
     "ablation_overestimation": 16,
     "ablation_loss": 8,  # (huber, mse) x (copy every 100, 1,000 updates) x (CartPole, Acrobot)
+    "ablation_pomdp": 4,  # stack 1, stack 4, stack 4 with actions, GRU
+    "ablation_rainbow_remove_one": 14,  # Rainbow and Rainbow minus each of 6 x (CartPole, Acrobot)
+    "ablation_rainbow_add_one": 14,  # DQN and DQN plus each of 6 x (CartPole, Acrobot)
 }
-# each job is a normal run at its environment's budget (ablation/env: the tuned presets')
+#: seeds per setting: 5, the Rainbow sweeps 3 (as the issue asks)
+SEEDS = {"ablation_rainbow_remove_one": 3, "ablation_rainbow_add_one": 3}
+# each job is a normal run at its environment's budget (ablation/env: the tuned presets'),
+# except the partial-observability sweep's 200k env steps
 BUDGETS = {"CartPole-v1": 50_000, "Acrobot-v1": 100_000}
+PRESET_BUDGETS = {"ablation_pomdp": 200_000}
 
 
 def sweep_params(preset: str) -> dict[str, list[str]]:
@@ -79,7 +86,8 @@ def test_every_question_has_a_preset() -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_job_of_every_sweep_composes_and_validates(compose_config, preset: str) -> None:
     params = sweep_params(preset)
-    assert params["seed"] == [str(s) for s in range(5)]  # seeds are a sweep axis
+    seeds = SEEDS.get(preset, 5)
+    assert params["seed"] == [str(s) for s in range(seeds)]  # seeds are a sweep axis
     jobs = sweep_jobs(preset)
     assert len(jobs) == EXPECTED_SETTINGS[preset]
     composed = []
@@ -87,7 +95,8 @@ def test_every_job_of_every_sweep_composes_and_validates(compose_config, preset:
         cfg = compose_config([f"experiment={preset}", *job, "seed=3"])
         validate_config(cfg)
         assert cfg.seed == 3
-        assert cfg.total_env_steps == BUDGETS[cfg.env.id]  # each job is a normal run
+        budget = PRESET_BUDGETS.get(preset, BUDGETS[cfg.env.id])
+        assert cfg.total_env_steps == budget  # each job is a normal run
         assert cfg.logger.job_type == preset and list(cfg.logger.tags) == [preset]
         assert cfg.progress_bar is False
         composed.append(OmegaConf.to_container(cfg, resolve=True))
