@@ -11,9 +11,7 @@ observation, an auto-reset row), then 40 starts the next episode, and so on ever
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
+import env_doubles
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -27,38 +25,9 @@ from rl_lightning.envs.wrappers import StackObservations
 NUM_ACTIONS = 3
 
 
-class CountingEnv(gym.Env):
-    """Observation ``calls * 10 + lane`` (in every entry of ``shape``); episodes of ``length``
-    steps, terminated (or truncated)."""
-
-    def __init__(self, lane: int, length: int, truncate: bool = False, shape=(1,)) -> None:
-        self.lane, self.length, self.truncate, self.shape = lane, length, truncate, shape
-        self.observation_space = gym.spaces.Box(-1e6, 1e6, shape, np.float32)
-        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
-        self.calls = -1
-        self.t = 0
-
-    def _obs(self) -> np.ndarray:
-        return np.full(self.shape, self.calls * 10 + self.lane, dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
-        self.calls += 1
-        self.t = 0
-        return self._obs(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.calls += 1
-        self.t += 1
-        end = self.t == self.length
-        return self._obs(), 1.0, end and not self.truncate, end and self.truncate, {}
-
-
 def counting_env(lengths=(3, 5), truncate=(False, True), shape=(1,)) -> gym.vector.VectorEnv:
-    fns = [
-        partial(CountingEnv, lane, length, trunc, shape)
-        for lane, (length, trunc) in enumerate(zip(lengths, truncate, strict=True))
-    ]
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    """``env_doubles.counting_env`` with this file's lengths and ``NUM_ACTIONS`` actions."""
+    return env_doubles.counting_env(lengths, truncate, shape, NUM_ACTIONS)
 
 
 def hand_policy(buffer: ReplayBuffer, seen: dict[int, np.ndarray] | None = None):

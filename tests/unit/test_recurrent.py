@@ -10,13 +10,12 @@ final observation, an auto-reset row), then 30 starts the next episode, every 3 
 from __future__ import annotations
 
 import functools
-from functools import partial
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from env_doubles import counting_env
 from torch import nn
 
 from rl_lightning.data import ReplayBuffer, SequenceSampler, VectorCollector
@@ -26,39 +25,6 @@ from rl_lightning.exploration import Actor, EpsilonGreedy, LinearSchedule
 from rl_lightning.greedy import play_greedy
 from rl_lightning.networks import RecurrentEncoder, RecurrentQNetwork, linear_head
 from rl_lightning.recurrent_loss import RecurrentTDLoss, window_flags
-
-
-class CountingEnv(gym.Env):
-    """Observation ``calls * 10 + lane``; episodes of ``length`` steps, reward 1."""
-
-    def __init__(self, lane: int, length: int, truncate: bool = False) -> None:
-        self.lane, self.length, self.truncate = lane, length, truncate
-        self.observation_space = gym.spaces.Box(-1e6, 1e6, (1,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-        self.calls = -1
-        self.t = 0
-
-    def _obs(self) -> np.ndarray:
-        return np.full((1,), self.calls * 10 + self.lane, dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
-        self.calls += 1
-        self.t = 0
-        return self._obs(), {}
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.calls += 1
-        self.t += 1
-        end = self.t == self.length
-        return self._obs(), 1.0, end and not self.truncate, end and self.truncate, {}
-
-
-def counting_env(lengths=(2, 3), truncate=(False, True)) -> gym.vector.VectorEnv:
-    fns = [
-        partial(CountingEnv, lane, length, trunc)
-        for lane, (length, trunc) in enumerate(zip(lengths, truncate, strict=True))
-    ]
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
 def filled_buffer(rows: int, steps: int, lengths=(2, 3)) -> ReplayBuffer:
