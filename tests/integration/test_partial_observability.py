@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from rl_lightning.callbacks import InjectedFault
 from rl_lightning.run import Run
-from rl_lightning.summary import read_summary
 from rl_lightning.train import train
 
 POMDP = ["env=cartpole_pomdp", "env.frame_stack=4"]
@@ -47,7 +45,7 @@ def test_a_stacked_pomdp_run_trains(
     assert seen["first_layer"][1] == width  # the network sees the stacks
 
 
-def test_a_stacked_flickering_run_resumes_bit_identically(compose_config, tmp_path: Path) -> None:
+def test_a_stacked_flickering_run_resumes_bit_identically(crash_and_resume) -> None:
     base = [
         *POMDP,
         "env.stack_actions=true",
@@ -63,20 +61,7 @@ def test_a_stacked_flickering_run_resumes_bit_identically(compose_config, tmp_pa
         "eval.final_episodes=2",
         "estimator.n_step=3",
     ]
-    reference = train(compose_config(base), run_dir=tmp_path / "reference", overrides=base)
-    crashing = [*base, "fault_injection.fail_at_env_steps=900"]
-    with pytest.raises(InjectedFault):
-        train(compose_config(crashing), run_dir=tmp_path / "run", overrides=crashing)
-    assert read_summary(tmp_path / "run")["status"] == "failed"
-    again = [f"resume={tmp_path / 'run'}", "fault_injection.fail_at_env_steps=null"]
-    resumed = train(compose_config(again), run_dir=tmp_path / "hydra_output", overrides=again)
-    assert resumed["resumed_from"]
-    figures = ("env_steps", "updates", "episodes", "eval_returns", "eval_history")
-    assert {k: resumed[k] for k in figures} == {k: reference[k] for k in figures}
-    a = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    for key, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][key]), key
+    _, _, a, b = crash_and_resume(base, fail_at=900)
     assert "ReplayDataModule" in a
     for name in ("obs", "actions", "reset_step"):
         assert torch.equal(

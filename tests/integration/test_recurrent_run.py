@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from rl_lightning.callbacks import InjectedFault
 from rl_lightning.data import SequenceSampler
 from rl_lightning.evaluate import main as evaluate_main
 from rl_lightning.recurrent_loss import RecurrentTDLoss
 from rl_lightning.run import Run
-from rl_lightning.summary import read_summary
 from rl_lightning.train import train
 from rl_lightning.validation import ConfigError, validate_config
 
@@ -66,7 +64,7 @@ def test_a_recurrent_encoder_needs_the_recurrent_network(compose_config) -> None
         validate_config(compose_config(["arch=mlp", "arch/encoder=gru"]))
 
 
-def test_a_recurrent_run_resumes_bit_identically(compose_config, tmp_path: Path) -> None:
+def test_a_recurrent_run_resumes_bit_identically(crash_and_resume) -> None:
     base = [
         "env=cartpole_pomdp",
         "arch=gru",
@@ -85,20 +83,7 @@ def test_a_recurrent_run_resumes_bit_identically(compose_config, tmp_path: Path)
         "eval.final_episodes=2",
         "estimator.n_step=2",
     ]
-    reference = train(compose_config(base), run_dir=tmp_path / "reference", overrides=base)
-    crashing = [*base, "fault_injection.fail_at_env_steps=700"]
-    with pytest.raises(InjectedFault):
-        train(compose_config(crashing), run_dir=tmp_path / "run", overrides=crashing)
-    assert read_summary(tmp_path / "run")["status"] == "failed"
-    again = [f"resume={tmp_path / 'run'}", "fault_injection.fail_at_env_steps=null"]
-    resumed = train(compose_config(again), run_dir=tmp_path / "hydra_output", overrides=again)
-    assert resumed["resumed_from"]
-    figures = ("env_steps", "updates", "episodes", "eval_returns", "eval_history")
-    assert {k: resumed[k] for k in figures} == {k: reference[k] for k in figures}
-    a = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    for key, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][key]), key
+    _, _, a, b = crash_and_resume(base, fail_at=700)
     hidden_a = a["ReplayDataModule"]["collector"]["policy"]["hidden"]
     hidden_b = b["ReplayDataModule"]["collector"]["policy"]["hidden"]
     assert hidden_a.shape == (4, 128)  # env.num_envs lanes x the GRU's state

@@ -13,13 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from rl_lightning.callbacks import InjectedFault
 from rl_lightning.data import PrioritizedSampler, ReplayBuffer
 from rl_lightning.data.sum_tree import SumTree
-from rl_lightning.train import CHECKPOINT_NAME, CONFIG_DIR, train
+from rl_lightning.train import train
 
 # -- the sum tree ----------------------------------------------------------------------------
 
@@ -297,13 +294,7 @@ def test_the_state_round_trip_gives_the_same_next_batch() -> None:
 # -- end to end ------------------------------------------------------------------------------
 
 
-def compose_run(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
-def test_training_learns_from_priorities(tmp_path: Path) -> None:
+def test_training_learns_from_priorities(compose_config, tmp_path: Path) -> None:
     overrides = ["debug=fast", "logger=none", "buffer=prioritized"]
     seen: list[tuple[Any, Any]] = []
     runs: list[Any] = []
@@ -319,7 +310,7 @@ def test_training_learns_from_priorities(tmp_path: Path) -> None:
 
         run.module.on_td_errors = recording
 
-    cfg = compose_run(overrides)
+    cfg = compose_config(overrides)
     summary = train(cfg, run_dir=tmp_path, overrides=overrides, on_built=spy)
     assert summary["status"] == "completed", summary.get("error")
     assert len(seen) == summary["updates"] == 120  # every update, 16 transitions each
@@ -334,7 +325,7 @@ def test_training_learns_from_priorities(tmp_path: Path) -> None:
     assert (stored != sampler.max_priority).mean() > 0.5 and sampler.max_priority != 1.0
 
 
-def test_a_crash_and_resume_is_bit_identical(tmp_path: Path) -> None:
+def test_a_crash_and_resume_is_bit_identical(crash_and_resume) -> None:
     base = [
         "buffer=prioritized",
         "total_env_steps=1200",
@@ -346,20 +337,7 @@ def test_a_crash_and_resume_is_bit_identical(tmp_path: Path) -> None:
         "eval.every_env_steps=0",
         "eval.final_episodes=2",
     ]
-    reference = train(compose_run(base), run_dir=tmp_path / "ref", overrides=base)
-    crashing = [*base, "fault_injection.fail_at_env_steps=700"]
-    with pytest.raises(InjectedFault):
-        train(compose_run(crashing), run_dir=tmp_path / "run", overrides=crashing)
-    resumed_overrides = [f"resume={tmp_path / 'run'}", "fault_injection.fail_at_env_steps=null"]
-    resumed = train(
-        compose_run(resumed_overrides), run_dir=tmp_path / "out", overrides=resumed_overrides
-    )
-    assert resumed["status"] == "completed" and resumed["resumed_from"]
-    assert resumed["eval_returns"] == reference["eval_returns"]
-    a = torch.load(tmp_path / "ref" / CHECKPOINT_NAME, weights_only=True)
-    b = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
-    for key, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][key]), key
+    _, _, a, b = crash_and_resume(base, fail_at=700)
     # the priorities (and the sampler's generator and counters) are part of the state
     sampler_a, sampler_b = a["ReplayDataModule"]["sampler"], b["ReplayDataModule"]["sampler"]
     assert torch.equal(sampler_a["leaves"], sampler_b["leaves"])
