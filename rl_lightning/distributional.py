@@ -36,7 +36,6 @@ from torch import nn
 
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.estimators.core import Estimator
-from rl_lightning.exploration import Exploration
 from rl_lightning.losses import TDLoss
 
 
@@ -104,18 +103,14 @@ class DistributionalTDLoss(TDLoss):
     (``Estimator.supports_distributional``).
     """
 
-    def __init__(
-        self,
-        *,
-        q_network: nn.Module,
-        estimator: Estimator,
-        loss: nn.Module | None = None,  # not used: the subclass's loss
-        gamma: float,
-        use_target_network: bool = True,
-        exploration: Exploration | None = None,
-    ) -> None:
-        head = getattr(q_network, "head", None)
-        if not getattr(head, "distributional", False):
+    def __init__(self, *, loss: nn.Module | None = None, **kwargs: Any) -> None:
+        """``TDLoss``'s keywords; ``loss`` (the regression loss of ``loss/``) is not used."""
+        super().__init__(loss=nn.Identity() if loss is None else loss, **kwargs)
+        self.head: Any = cast(Any, self.q_network).head
+        self._priority: torch.Tensor | None = None
+
+    def check(self, q_network: nn.Module, estimator: Estimator) -> None:
+        if not getattr(getattr(q_network, "head", None), "distributional", False):
             raise ValueError(
                 f"the distributional loss needs an action-out network with a distributional "
                 f"head (arch/head=distributional), got {type(q_network).__name__}"
@@ -125,16 +120,6 @@ class DistributionalTDLoss(TDLoss):
                 f"{estimator.label} has no distributional form (its value of s_t is not an "
                 "average of Q over actions); use q_learning, double_q, sarsa or expected_sarsa"
             )
-        super().__init__(
-            q_network=q_network,
-            estimator=estimator,
-            loss=nn.Identity() if loss is None else loss,
-            gamma=gamma,
-            use_target_network=use_target_network,
-            exploration=exploration,
-        )
-        self.head: Any = head
-        self._priority: torch.Tensor | None = None
 
     def __call__(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -67,6 +67,7 @@ class TDLoss:
         use_target_network: bool = True,
         exploration: Exploration | None = None,
     ) -> None:
+        self.check(q_network, estimator)
         if estimator.needs_probs_t and exploration is None:
             raise ValueError(f"{type(estimator).__name__} needs the exploration's probabilities")
         self.q_network = q_network
@@ -104,6 +105,10 @@ class TDLoss:
         return (self._per_sample(q_sa, target) * batch.weights).mean(), q_sa, target
 
     forward = __call__
+
+    def check(self, q_network: nn.Module, estimator: Estimator) -> None:
+        """ValueError if this loss cannot learn ``q_network`` with ``estimator`` (called first
+        by the constructor; the distributional and recurrent losses say what they need)."""
 
     def td_errors(self, q_sa: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-transition TD errors target - Q(s_tm1, a_tm1) (B,), without gradient (what a

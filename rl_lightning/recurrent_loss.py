@@ -61,29 +61,19 @@ class RecurrentTDLoss(TDLoss):
     prioritized sequence sampler).
     """
 
-    def __init__(
-        self,
-        *,
-        q_network: nn.Module,
-        estimator: Estimator,
-        loss: nn.Module,
-        gamma: float,
-        use_target_network: bool = True,
-        exploration: Exploration | None = None,
-    ) -> None:
+    def check(self, q_network: nn.Module, estimator: Estimator) -> None:
         if not getattr(q_network, "recurrent", False):
             raise ValueError("RecurrentTDLoss needs a recurrent network (arch=gru or arch=lstm)")
-        super().__init__(
-            q_network=q_network,
-            estimator=estimator,
-            loss=loss,
-            gamma=gamma,
-            use_target_network=use_target_network,
-            exploration=exploration,
-        )
-        net = cast(Any, q_network)
-        self.burn_in = int(net.burn_in)
-        self.train_length = int(net.train_length)
+
+    @property
+    def burn_in(self) -> int:
+        """Steps per sequence that only warm up the state (the network's ``burn_in``)."""
+        return int(cast(Any, self.q_network).burn_in)
+
+    @property
+    def train_length(self) -> int:
+        """Steps per sequence learnt from after the burn-in (the network's ``train_length``)."""
+        return int(cast(Any, self.q_network).train_length)
 
     def __call__(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seq = cast(SequenceBatch, batch)
