@@ -124,21 +124,48 @@ class TDLoss:
     def td_inputs(self, batch: TransitionBatch, q_t: torch.Tensor) -> TDInputs:
         """What the estimator declared it reads, given the bootstrap network's values ``q_t``
         (B, A) at s_t: the other passes in the module docstring's order, after q_t's."""
-        q_t_online = probs_t = q_tm1_target = None
+        q_t_online = q_tm1_target = None
         if self._online_pass:
             q_t_online = q_t if self.target_network is None else self.q_network(batch.next_obs)
-            if self._probs_t:
-                # the behaviour policy acts on the online network's Q-values
-                probs_t = cast(Exploration, self.exploration).probs(q_t_online, batch.env_steps)
         if self._q_tm1_target:
             q_tm1_target = self._bootstrap(batch.obs)
         r_t, discount_t = window_return(batch.rewards, batch.n_steps, batch.terminated, self.gamma)
-        return TDInputs(
+        return self.assemble_inputs(
             r_t,
             discount_t,
             q_t,
             batch.actions,
-            batch.next_actions if self._next_action else None,
+            batch.next_actions,
+            q_t_online,
+            q_tm1_target,
+            batch.env_steps,
+        )
+
+    def assemble_inputs(
+        self,
+        r_t: torch.Tensor,
+        discount_t: torch.Tensor,
+        q_t: torch.Tensor,
+        a_tm1: torch.Tensor,
+        a_t: torch.Tensor | None,
+        q_t_online: torch.Tensor | None,
+        q_tm1_target: torch.Tensor | None,
+        env_steps: int,
+    ) -> TDInputs:
+        """``TDInputs`` holding what the estimator declared and None for the rest; the
+        behaviour probabilities, where declared, from ``q_t_online`` (the behaviour policy acts
+        on the online network's Q-values). ``q_t_online`` / ``q_tm1_target``: None unless
+        ``needs_q_t_online or needs_probs_t`` / ``needs_q_tm1_target``."""
+        probs_t = None
+        if self._probs_t:
+            assert q_t_online is not None, "the behaviour probabilities need q_t_online"
+            probs_t = cast(Exploration, self.exploration).probs(q_t_online, env_steps)
+        return TDInputs(
+            r_t,
+            discount_t,
+            q_t,
+            a_tm1,
+            a_t if self._next_action else None,
             probs_t,
             q_t_online if self._q_t_online else None,
             q_tm1_target,

@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from rl_lightning.data.sequences import SequenceBatch
-from rl_lightning.estimators.core import Estimator, TDInputs, window_return
-from rl_lightning.exploration import Exploration
+from rl_lightning.estimators.core import Estimator, window_return
 from rl_lightning.losses import TDLoss
 
 
@@ -123,22 +122,17 @@ class RecurrentTDLoss(TDLoss):
             rewards[flat], k[flat], terminated[flat].to(q_t.dtype), self.gamma
         )
         actions = seq.actions[:, b:]
-        q_t_online = probs_t = q_tm1_target = None
-        if self._online_pass:
-            q_t_online = q_online.gather(1, at)[flat]
-            if self._probs_t:
-                probs_t = cast(Exploration, self.exploration).probs(q_t_online, seq.env_steps)
-        if self._q_tm1_target:
-            q_tm1_target = q_boot[:, :length][flat]
-        inputs = TDInputs(
+        q_t_online = q_online.gather(1, at)[flat] if self._online_pass else None
+        q_tm1_target = q_boot[:, :length][flat] if self._q_tm1_target else None
+        inputs = self.assemble_inputs(
             r_t,
             discount_t,
             q_t,
             actions[:, :length][flat],
             actions.gather(1, rows)[flat] if self._next_action else None,
-            probs_t,
-            q_t_online if self._q_t_online else None,
+            q_t_online,
             q_tm1_target,
+            seq.env_steps,
         )
         target = torch.zeros(valid.shape, dtype=q_t.dtype, device=q_t.device)
         target[flat] = self.estimator.target(inputs)
