@@ -17,7 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+
+def minatar_id(game: str) -> str:
+    """``${minatar_id:space_invaders}`` -> ``SpaceInvaders``: MinAtar's game names as its
+    gymnasium ids spell them (``conf/env/minatar.yaml``)."""
+    return "".join(part.capitalize() for part in str(game).split("_"))
+
+
+# registered on import: every config is resolved after this module is loaded (train, rl-eval,
+# rl-embed and the checkpoint loaders all import it through validation or train)
+if not OmegaConf.has_resolver("minatar_id"):
+    OmegaConf.register_new_resolver("minatar_id", minatar_id)
 
 
 @dataclass
@@ -38,6 +50,13 @@ class EnvConfig:
     frame_stack: int = 1  # N: the agent sees its lane's last N observations, (N, *obs_shape)
     frame_stack_padding: str = "zeros"  # zeros | first: the slots before the episode's start
     stack_actions: bool = False  # also the one-hot action before each (1-D obs: flat vector)
+    # how the base env is built: gymnasium (gym.make_vec(id)) | atari (rl_lightning/envs/atari.py)
+    suite: str = "gymnasium"
+    game: Optional[str] = None  # atari: Pong, Breakout, BeamRider ...
+    protocol: Optional[str] = None  # atari: nature | v5
+    # what the learner sees (rl_lightning/envs/signals.py); None: the Atari protocol's, else off
+    clip_rewards: Optional[bool] = None  # learn from sign(r); reported returns stay unclipped
+    life_loss_terminal: Optional[bool] = None  # a lost life ends the learner's episode
 
 
 @dataclass
@@ -55,6 +74,7 @@ class EvalConfig:
     episodes: int = MISSING
     final_episodes: int = MISSING
     seed_offset: int = MISSING
+    epsilon: float = 0.0  # random-action probability when evaluating (0: greedy)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -156,6 +157,8 @@ def env_id_problem(env_id: str) -> str | None:
     register_envs(env_id)
     if env_id in gym.registry:
         return None
+    if env_id.startswith("MinAtar/") and importlib.util.find_spec("minatar") is None:
+        return f"env.id={env_id!r} needs MinAtar: pip install 'rl-lightning[minatar]'"
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"env.id={env_id!r} is not a registered gymnasium environment{hint}"
@@ -163,10 +166,14 @@ def env_id_problem(env_id: str) -> str | None:
 
 def action_space_problem(env_id: str, kwargs: Any = None) -> str | None:
     """A message when ``env_id`` has no discrete action space: every method here picks
-    ``argmax_a Q(s, a)`` over a finite set of actions. The env is made once to read its space
-    (a failure to make it is left to the env factory, which reports it in full)."""
+    ``argmax_a Q(s, a)`` over a finite set of actions. The env is made once to read its space;
+    a missing extra package (Box2D, MuJoCo ...) is named in one line, any other failure to make
+    it is left to the env factory, which reports it in full."""
     try:
         env = gym.make(env_id, **dict(kwargs or {}))
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"env.id={env_id!r} needs a package that is not installed: {first_line}"
     except Exception:
         return None
     space = env.action_space

@@ -11,6 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from rl_lightning.context import RunContext
+from rl_lightning.envs import LearningSignals, find_wrapper
 from rl_lightning.greedy import GreedyEvaluation, play_greedy
 from rl_lightning.module import QLearningModule
 
@@ -29,6 +30,9 @@ class GreedyEvaluationCallback(pl.Callback):
         every_env_steps: evaluation period in environment steps (0 disables).
         episodes: episodes per periodic evaluation (one env lane each).
         final_episodes: episodes of the final evaluation (``evaluate_final``, summary.json).
+        epsilon: probability of a random action per step (``eval.epsilon``; 0: greedy; the
+            Atari protocols evaluate with 0.001-0.05, so a stuck greedy policy cannot stall a
+            game for its whole 108,000 frames).
     """
 
     def __init__(
@@ -38,8 +42,10 @@ class GreedyEvaluationCallback(pl.Callback):
         every_env_steps: int,
         episodes: int,
         final_episodes: int,
+        epsilon: float = 0.0,
     ) -> None:
         self.make_env = context.make_env
+        self.epsilon = float(epsilon)
         self.every_env_steps = int(every_env_steps)
         self.episodes = int(episodes)
         self.final_episodes = int(final_episodes)
@@ -87,9 +93,19 @@ class GreedyEvaluationCallback(pl.Callback):
         episodes: int,
     ) -> tuple[GreedyEvaluation, dict[str, float | None]]:
         """Play ``episodes`` greedy episodes on ``env``, log the metrics at the current env
-        step; returns the evaluation and its metrics (NaN as None, for summary.json)."""
+        step; returns the evaluation and its metrics (NaN as None, for summary.json).
+
+        The overestimation V(s_0) - G compares the learnt values with the env's returns, so it
+        is left out (NaN) where the learner sees other rewards or episode ends than the env
+        reports (clipped rewards, life-loss terminals: ``LearningSignals``)."""
+        same_scale = find_wrapper(env, LearningSignals) is None
         result = play_greedy(
-            pl_module.q_network, env, episodes=episodes, seed=self.seed, gamma=pl_module.loss.gamma
+            pl_module.q_network,
+            env,
+            episodes=episodes,
+            seed=self.seed,
+            gamma=pl_module.loss.gamma if same_scale else None,
+            epsilon=self.epsilon,
         )
         metrics = {
             "eval/return_mean": float(result.returns.mean()),

@@ -6,6 +6,11 @@ The collector knows nothing of Lightning: give it a vector env, a policy
 With a frame stack (``StackObservations`` in the env's wrappers) the policy acts on the stacks
 and the buffer receives only each stack's newest observation: the buffer rebuilds the stacks
 when it samples (``rl_lightning.data.stacking``).
+
+The buffer gets the learner's reward and terminal flag (``info["learn_reward"]``,
+``info["learn_terminated"]`` where ``rl_lightning.envs.signals.LearningSignals`` sets them:
+clipped rewards, life-loss terminals); episode returns and lengths count the env's own reward
+and episode ends (a whole game, its real score).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from rl_lightning.data.buffer import ReplayBuffer
+from rl_lightning.envs.signals import LEARN_REWARD, LEARN_TERMINATED
 from rl_lightning.envs.wrappers import find_stack
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -109,10 +115,17 @@ class VectorCollector:
         obs = self._obs
         assert obs is not None
         actions = self.policy(obs, self.env_steps)
-        next_obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         reset_step = self._reset_next  # replaced below, never written in place
         stored = obs if self._stored is None else self._stored(obs)
-        self.buffer.add(stored, actions, rewards, terminated, truncated, reset_step)
+        self.buffer.add(  # what the learner sees: clipped rewards, life-loss terminals if set
+            stored,
+            actions,
+            info.get(LEARN_REWARD, rewards),
+            info.get(LEARN_TERMINATED, terminated),
+            truncated,
+            reset_step,
+        )
         if self._any_reset:  # auto-reset steps are stored but are no transitions
             if self._episode_starts is not None:  # next_obs starts these lanes' episodes
                 self._episode_starts(reset_step)

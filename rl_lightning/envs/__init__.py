@@ -7,15 +7,21 @@ from rl_lightning.envs.make import (
     make_vector_env,
     register_envs,
 )
+from rl_lightning.envs.signals import LEARN_REWARD, LEARN_TERMINATED, LearningSignals
 from rl_lightning.envs.wrappers import (
     FlickerObservation,
     MaskObservation,
     StackLayout,
     StackObservations,
     find_stack,
+    find_wrapper,
 )
 
 __all__ = [
+    "LEARN_REWARD",
+    "LEARN_TERMINATED",
+    "LearningSignals",
+    "find_wrapper",
     "ChainEnv",
     "FlickerObservation",
     "MaskObservation",

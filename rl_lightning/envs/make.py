@@ -8,7 +8,11 @@ from typing import Any
 
 import gymnasium as gym
 
+from rl_lightning.envs.signals import wrap_learning_signals
 from rl_lightning.envs.wrappers import PADDINGS, wrap_observations
+
+#: ``env.suite`` values: how the base vector env is built
+SUITES = ("gymnasium", "atari")
 
 _REGISTERED: set[str] = set()
 
@@ -27,6 +31,11 @@ def register_envs(env_id: str | None = None) -> None:
     if env_id is not None and env_id.startswith("popgym-") and env_id not in gym.registry:
         with contextlib.suppress(ImportError):  # POPGym (optional) registers them on import
             import popgym  # noqa: F401
+    if env_id is not None and env_id.startswith("MinAtar/") and env_id not in gym.registry:
+        with contextlib.suppress(ImportError):  # gymnasium 1.x ignores MinAtar's entry point
+            import minatar.gym
+
+            minatar.gym.register_envs()
     if "ale" in _REGISTERED or (env_id is not None and env_id in gym.registry):
         return
     try:
@@ -45,6 +54,11 @@ def make_vector_env(
     vectorization_mode: str | None = None,
     max_episode_steps: int | None = None,
     kwargs: dict[str, Any] | None = None,
+    suite: str = "gymnasium",
+    game: str | None = None,
+    protocol: str | None = None,
+    clip_rewards: bool | None = None,
+    life_loss_terminal: bool | None = None,
     mask_indices: list[int] | None = None,
     flicker_p: float = 0.0,
     frame_stack: int = 1,
@@ -53,8 +67,12 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """A gymnasium vector env with ``num_envs`` lanes and NEXT_STEP auto-reset.
 
-    ``vectorization_mode=None`` takes the env's own vectorised implementation when it has one
-    (CartPole's is much faster than a loop of single envs), else ``sync``. The partial-
+    ``suite="gymnasium"``: ``gym.make_vec(id)``; ``vectorization_mode=None`` takes the env's own
+    vectorised implementation when it has one (CartPole's is much faster than a loop of single
+    envs), else ``sync``. ``suite="atari"``: ``game`` under ``protocol``
+    (``rl_lightning.envs.atari``; ``id`` only names it). What the learner sees:
+    ``clip_rewards`` and ``life_loss_terminal`` (None: the Atari protocol's, else off;
+    ``rl_lightning.envs.signals``). The partial-
     observability options (``rl_lightning/envs/wrappers.py``, applied in this order):
     ``mask_indices`` zeroes those entries of every observation, ``flicker_p`` blanks a lane's
     whole observation with that probability per step, ``frame_stack`` = N > 1 (or
@@ -62,16 +80,39 @@ def make_vector_env(
     ``frame_stack_padding`` before the episode's start (with ``stack_actions``, 1-D observations
     only: one flat vector of ``N * (obs_dim + num_actions)`` with the one-hot actions).
     """
-    register_envs(id)
-    kw = dict(kwargs or {})
-    if max_episode_steps is not None:
-        kw["max_episode_steps"] = max_episode_steps
-    env = gym.make_vec(id, num_envs=num_envs, vectorization_mode=vectorization_mode, **kw)
+    if suite == "atari":
+        from rl_lightning.envs.atari import make_atari_vector_env, protocol_of
+
+        if game is None or protocol is None:
+            raise ValueError("env.suite=atari needs env.game and env.protocol")
+        env = make_atari_vector_env(
+            game=game,
+            protocol=protocol,
+            num_envs=num_envs,
+            vectorization_mode=vectorization_mode,
+            max_episode_steps=max_episode_steps,
+            kwargs=kwargs,
+        )
+        settings = protocol_of(protocol)
+        clip_rewards = settings.clip_rewards if clip_rewards is None else clip_rewards
+        if life_loss_terminal is None:
+            life_loss_terminal = settings.life_loss_terminal
+    elif suite == "gymnasium":
+        register_envs(id)
+        kw = dict(kwargs or {})
+        if max_episode_steps is not None:
+            kw["max_episode_steps"] = max_episode_steps
+        env = gym.make_vec(id, num_envs=num_envs, vectorization_mode=vectorization_mode, **kw)
+    else:
+        raise ValueError(f"env.suite={suite!r}: must be one of {', '.join(SUITES)}")
     if not isinstance(env.single_action_space, gym.spaces.Discrete):
         raise ValueError(
             f"env {id!r} has action space {env.single_action_space}; value-based methods here "
             "need a Discrete action space"
         )
+    env = wrap_learning_signals(
+        env, clip_rewards=bool(clip_rewards), life_loss_terminal=bool(life_loss_terminal)
+    )
     return wrap_observations(
         env,
         mask_indices=mask_indices,

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
+W = TypeVar("W", bound=gym.vector.VectorEnv)
 #: what fills a stack's slots before the episode's first observation (``env.frame_stack_padding``)
 PADDINGS = ("zeros", "first")
 #: mixed into the env seed for the flicker generator, so it draws a stream of its own
@@ -263,15 +264,20 @@ class StackObservations(gym.vector.VectorWrapper):
         return self.layout.assemble(frames, prev), rewards, terminated, truncated, info
 
 
-def find_stack(env: gym.vector.VectorEnv) -> StackObservations | None:
-    """The ``StackObservations`` wrapper in ``env``'s chain of vector wrappers, if any."""
+def find_wrapper(env: gym.vector.VectorEnv, kind: type[W]) -> W | None:
+    """The ``kind`` wrapper in ``env``'s chain of vector wrappers, if any."""
     while True:
-        if isinstance(env, StackObservations):
+        if isinstance(env, kind):
             return env
         inner = getattr(env, "env", None)
         if not isinstance(inner, gym.vector.VectorEnv):
             return None
         env = inner
+
+
+def find_stack(env: gym.vector.VectorEnv) -> StackObservations | None:
+    """The ``StackObservations`` wrapper in ``env``'s chain of vector wrappers, if any."""
+    return find_wrapper(env, StackObservations)
 
 
 def wrap_observations(

@@ -3,6 +3,7 @@ recurrent networks, action-in networks, tables, linear models, and ``build_q_net
 
 from rl_lightning.networks.action_in import ActionInQNetwork
 from rl_lightning.networks.build import build_q_network
+from rl_lightning.networks.conv import ConvEncoder
 from rl_lightning.networks.distributional import CategoricalHead, QuantileHead
 from rl_lightning.networks.encoders import Encoder, MLPEncoder
 from rl_lightning.networks.heads import (
@@ -22,6 +23,7 @@ __all__ = [
     "ActionInQNetwork",
     "ActionOutQNetwork",
     "CategoricalHead",
+    "ConvEncoder",
     "DuelingHead",
     "Encoder",
     "FeatureMap",

@@ -10,6 +10,7 @@ any directory, whatever its mode, but never below a file.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,22 @@ def test_a_continuous_action_env_fails_before_training(tmp_path: Path) -> None:
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and summary["env_steps"] == 0
     assert "Pendulum-v1" in summary["error"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("Box2D") is not None, reason="needs a machine without Box2D"
+)
+def test_an_env_whose_extra_package_is_missing_names_it_in_one_line(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = rl_train("env.id=LunarLander-v3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        "[rl-train] invalid config:\n  env.id='LunarLander-v3' needs a package that is not "
+        "installed: Box2D is not installed, you can install it by run `pip install swig` "
+        'followed by `pip install "gymnasium[box2d]"`\n'
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert read_summary(run_dir)["status"] == "failed"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")

@@ -132,7 +132,8 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
                 continue
             own = {k for k, _ in leaves(raw[other])} if other in raw else set()
             for sub, value in leaves(OmegaConf.load(option_path)):
-                if sub not in own:
+                interpolated = isinstance(value, str) and "${" in value
+                if sub not in own and sub.split(".")[0] != "defaults" and not interpolated:
                     assert OmegaConf.select(cfg[other], sub) == value, f"{key}: {sub}"
                     checked += 1
     # every interpolation resolves and the schema accepts the composed config

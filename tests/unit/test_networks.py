@@ -325,7 +325,10 @@ ENCODERS = sorted(p.stem for p in (ARCH_CONF / "encoder").glob("*.yaml"))
 HEADS = sorted(p.stem for p in (ARCH_CONF / "head").glob("*.yaml"))
 BOUNDS = ([-1.0, -2.0, -3.0, -4.0], [1.0, 2.0, 3.0, 4.0])  # CartPole-like: 4 dimensions
 #: the observation shape each encoder is tested on, where (2, 3) (flattened by MLPs) does not fit
-ENCODER_OBS_SHAPES: dict[str, tuple[int, ...]] = {}
+ENCODER_OBS_SHAPES: dict[str, tuple[int, ...]] = {
+    "nature_cnn": (4, 84, 84),  # a stack of 4 grey frames
+    "minatar_cnn": (10, 10, 4),  # channels last
+}
 
 
 def build(

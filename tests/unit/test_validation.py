@@ -33,7 +33,7 @@ CASES = [
     (["env.id=MountainCar-v1"], "did you mean MountainCar-v0"),
     # keys added with `+` pass Hydra (it rejects unknown keys only without it)
     (["+foo=1"], "foo=1 is an unknown key: allowed keys are arch, batch_size,"),
-    (["+env.num_env=8"], "env.num_env=8 is an unknown key: allowed keys are flicker_p,"),
+    (["+env.num_env=8"], "env.num_env=8 is an unknown key: allowed keys are clip_rewards,"),
     (["+env.num_env=8"], "(did you mean num_envs?)"),
     (
         ["+estimator.nstep=3"],
@@ -113,3 +113,21 @@ def test_rl_train_exits_2_with_the_message_and_a_failed_summary(tmp_path: Path) 
     assert "Traceback" not in proc.stderr
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and "gamma=7.0" in summary["error"]
+
+
+def test_minatar_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import gymnasium as gym
+
+    from rl_lightning import validation
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a)
+    )
+    monkeypatch.setattr(validation, "register_envs", lambda env_id=None: None)
+    monkeypatch.delitem(gym.registry, "MinAtar/Breakout-v1", raising=False)
+    assert validation.env_id_problem("MinAtar/Breakout-v1") == (
+        "env.id='MinAtar/Breakout-v1' needs MinAtar: pip install 'rl-lightning[minatar]'"
+    )
