@@ -361,3 +361,25 @@ def test_image_layouts() -> None:
     assert image_layout((2, 10, 10, 7), channels_last=True) == (14, 10, 10)  # a stack of 2
     with pytest.raises(ValueError, match="channels-first"):
         image_layout((4,), channels_last=False)
+
+
+# -- MinAtar ----------------------------------------------------------------------------------
+def test_minatar_gives_channels_last_booleans_and_resumes_exactly() -> None:
+    from rl_lightning.data.collector import env_state, load_env_state
+
+    def make() -> gym.vector.VectorEnv:
+        return make_vector_env(id="MinAtar/Breakout-v1", num_envs=2, vectorization_mode="sync")
+
+    env = make()
+    assert env.single_observation_space.shape == (10, 10, 4)
+    assert env.single_observation_space.dtype == np.bool_
+    env.reset(seed=0)
+    for t in range(30):
+        env.step(np.array([t % 3, 1]))
+    state = env_state(env)  # pure Python: the whole game state pickles
+    ahead = [env.step(np.array([t % 3, (t + 1) % 3]))[0].copy() for t in range(40)]
+    other = make()
+    other.reset(seed=5)
+    load_env_state(other, state)
+    again = [other.step(np.array([t % 3, (t + 1) % 3]))[0].copy() for t in range(40)]
+    np.testing.assert_array_equal(np.stack(ahead), np.stack(again))
