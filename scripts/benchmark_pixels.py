@@ -33,19 +33,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-RESULT_TAG = "PIXELS_RESULT "
-
-
-def _threads() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+from fresh_process import measure, serve
 
 
 def _median_ms(fn: Any, calls: int) -> float:
@@ -59,7 +51,6 @@ def _median_ms(fn: Any, calls: int) -> float:
 
 
 def worker_memory(spec: dict[str, Any]) -> dict[str, Any]:
-    _threads()
     import numpy as np
     import torch
 
@@ -151,7 +142,6 @@ def worker_collect(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_rl(spec: dict[str, Any]) -> dict[str, Any]:
-    _threads()
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
 
@@ -198,7 +188,6 @@ def worker_rl(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_sb3(spec: dict[str, Any]) -> dict[str, Any]:
-    _threads()
     import stable_baselines3
     import torch
     from stable_baselines3 import DQN
@@ -263,20 +252,6 @@ WORKERS = {
 }
 
 
-def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :])
-    raise RuntimeError(f"worker {spec['kind']} failed:\n{proc.stderr[-3000:]}")
-
-
 def markdown(report: dict[str, Any]) -> str:
     mem = report["memory"]
     lines = [
@@ -308,7 +283,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--fill", type=int, default=100_000)
     parser.add_argument("--collect-steps", type=int, default=2_000)
     parser.add_argument("--train-steps", type=int, default=8_000)
@@ -316,16 +290,14 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--no-sb3", action="store_true", help="skip Stable-Baselines3")
     parser.add_argument("--out", type=Path, default=Path("benchmark_pixels"))
-    args = parser.parse_args()
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(RESULT_TAG + json.dumps(WORKERS[spec["kind"]](spec)), flush=True)
+    if serve(WORKERS):
         return
+    args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"load_before": os.getloadavg()}
-    report["memory"] = run_worker({"kind": "memory", "fill": args.fill})
+    report["memory"] = measure(__file__, {"kind": "memory", "fill": args.fill})
     report["collect"] = [
-        run_worker({"kind": "collect", "mode": mode, "steps": args.collect_steps})
+        measure(__file__, {"kind": "collect", "mode": mode, "steps": args.collect_steps})
         for mode in ("ale", "sync", "async")
     ]
     train = {
@@ -333,9 +305,11 @@ def main() -> None:
         "learning_starts": args.learning_starts,
         "capacity": args.capacity,
     }
-    report["train"] = [run_worker({"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})]
+    report["train"] = [
+        measure(__file__, {"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})
+    ]
     if not args.no_sb3:
-        report["train"].append(run_worker({"kind": "sb3", **train}))
+        report["train"].append(measure(__file__, {"kind": "sb3", **train}))
     report["load_after"] = os.getloadavg()
     (args.out / "benchmark_pixels.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
