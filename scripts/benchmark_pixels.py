@@ -50,23 +50,25 @@ def _median_ms(fn: Any, calls: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def pong(lanes: int, **options: Any) -> Any:
+    """``lanes`` Pong games under the nature protocol (``make_vector_env`` options)."""
+    from rl_lightning.envs import make_vector_env
+
+    return make_vector_env(
+        id="ALE/Pong-v5", suite="atari", game="Pong", protocol="nature", num_envs=lanes, **options
+    )
+
+
 def worker_memory(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
     from rl_lightning.data import ReplayBuffer, UniformSampler, VectorCollector
-    from rl_lightning.envs import find_stack, make_vector_env
+    from rl_lightning.envs import find_stack
     from rl_lightning.networks.conv import ConvEncoder
 
     lanes, fill = 8, int(spec["fill"])
-    env = make_vector_env(
-        id="ALE/Pong-v5",
-        suite="atari",
-        game="Pong",
-        protocol="nature",
-        num_envs=lanes,
-        frame_stack=4,
-    )
+    env = pong(lanes, frame_stack=4)
     stack = find_stack(env)
     assert stack is not None
     buffer = ReplayBuffer(
@@ -115,17 +117,8 @@ def worker_memory(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_collect(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from rl_lightning.envs import make_vector_env
-
     lanes, steps = 8, int(spec["steps"])
-    env = make_vector_env(
-        id="ALE/Pong-v5",
-        suite="atari",
-        game="Pong",
-        protocol="nature",
-        num_envs=lanes,
-        vectorization_mode=spec["mode"],
-    )
+    env = pong(lanes, vectorization_mode=spec["mode"])
     rng = np.random.default_rng(0)
     actions = rng.integers(6, size=(steps, lanes))
     env.reset(seed=0)

@@ -196,6 +196,17 @@ def test_life_loss_terminals_need_an_env_with_lives() -> None:
 
 
 # -- the protocols --------------------------------------------------------------------------------
+def breakout(protocol: str = "nature", lanes: int = 1, **options: Any) -> gym.vector.VectorEnv:
+    return make_vector_env(
+        id="ALE/Breakout-v5",
+        suite="atari",
+        game="Breakout",
+        protocol=protocol,
+        num_envs=lanes,
+        **options,
+    )
+
+
 def test_the_protocols_set_the_documented_ale_options(monkeypatch: pytest.MonkeyPatch) -> None:
     import ale_py.vector_env
 
@@ -239,14 +250,7 @@ def test_the_protocols_set_the_documented_ale_options(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("protocol", ["nature", "v5"])
 def test_the_gymnasium_backends_apply_the_same_protocol(protocol: str) -> None:
-    env = make_vector_env(
-        id="ALE/Breakout-v5",
-        suite="atari",
-        game="Breakout",
-        protocol=protocol,
-        num_envs=1,
-        vectorization_mode="sync",
-    )
+    env = breakout(protocol, vectorization_mode="sync")
     single = env.unwrapped.envs[0]  # type: ignore[attr-defined]
     settings = PROTOCOLS[protocol]
     assert isinstance(single, FireOnReset) is settings.fire_reset
@@ -261,15 +265,7 @@ def test_the_gymnasium_backends_apply_the_same_protocol(protocol: str) -> None:
 
 @pytest.mark.parametrize("mode", ["ale", "sync"])
 def test_preprocessed_frames_are_84x84_uint8_and_stacked_channels_first(mode: str) -> None:
-    env = make_vector_env(
-        id="ALE/Breakout-v5",
-        suite="atari",
-        game="Breakout",
-        protocol="nature",
-        num_envs=2,
-        vectorization_mode=mode,
-        frame_stack=4,
-    )
+    env = breakout("nature", lanes=2, vectorization_mode=mode, frame_stack=4)
     stack = find_stack(env)
     assert stack is not None and stack.frame_space.shape == (84, 84)
     obs, _ = env.reset(seed=0)
@@ -289,9 +285,7 @@ def test_breakout_learns_from_lives_under_nature_and_from_games_under_v5(
     """Random play: under ``nature`` the buffer holds terminals that are not game overs (the
     row after them is no reset row); under ``v5`` every terminal is a game over. Either way the
     collector counts games."""
-    env = make_vector_env(
-        id="ALE/Breakout-v5", suite="atari", game="Breakout", protocol=protocol, num_envs=2
-    )
+    env = breakout(protocol, lanes=2)
     buffer = ReplayBuffer(capacity=2 * 800, num_envs=2, obs_shape=(84, 84), obs_dtype=np.uint8)
     rng = np.random.default_rng(0)
     collector = VectorCollector(env, lambda obs, t: rng.integers(4, size=2), buffer, seed=0)
