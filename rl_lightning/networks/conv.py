@@ -76,7 +76,6 @@ class ConvEncoder(Encoder):
                 f"{list(strides)} must have the same length >= 1"
             )
         in_channels, height, width = image_layout(obs_shape, channels_last)
-        self.obs_rank = len(obs_shape)
         self.channels_last = channels_last
         self.in_channels = in_channels
         self.scale = float(scale)
