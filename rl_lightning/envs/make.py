@@ -125,6 +125,14 @@ def make_vector_env(
 
 #: keys of the ``env`` config node that describe the observations, not how to build the env
 _DESCRIPTIVE_KEYS = ("obs_low", "obs_high", "reward_range")
+#: the partial-observability options (``wrap_observations``), applied on top of the suite's env
+_OBSERVATION_KEYS = (
+    "mask_indices",
+    "flicker_p",
+    "frame_stack",
+    "frame_stack_padding",
+    "stack_actions",
+)
 
 
 def make_env_from_config(
@@ -139,9 +147,9 @@ def make_env_from_config(
 
 def env_option_problems(env_cfg: Mapping[str, Any]) -> list[str]:
     """One message per bad partial-observability option of an ``env`` config node (for
-    ``validation.validate_config``). The env is made once, to read its observation space, only
-    when ``stack_actions`` or ``mask_indices`` is set (failures to make it are reported by the
-    env checks)."""
+    ``validation.validate_config``). The env is made once (one lane, without these options), to
+    read the observation they apply to, only when ``stack_actions`` or ``mask_indices`` is set
+    (failures to make it are reported by the env checks)."""
     problems: list[str] = []
     stack, p = env_cfg.get("frame_stack", 1), env_cfg.get("flicker_p", 0.0)
     padding = env_cfg.get("frame_stack_padding", "zeros")
@@ -156,12 +164,12 @@ def env_option_problems(env_cfg: Mapping[str, Any]) -> list[str]:
     mask, actions = env_cfg.get("mask_indices") or [], env_cfg.get("stack_actions", False)
     if not (mask or actions):
         return problems
-    try:
-        register_envs(env_cfg["id"])
-        probe = gym.make(env_cfg["id"], **dict(env_cfg.get("kwargs") or {}))
+    bare = {k: v for k, v in env_cfg.items() if k not in _DESCRIPTIVE_KEYS + _OBSERVATION_KEYS}
+    try:  # the observation the options apply to: the suite's own (84x84 frames for Atari)
+        probe = make_vector_env(**{**bare, "num_envs": 1})
     except Exception:
         return problems
-    shape = probe.observation_space.shape
+    shape = probe.single_observation_space.shape
     probe.close()
     if shape is None:
         return problems
