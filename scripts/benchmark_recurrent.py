@@ -9,7 +9,7 @@ with one torch thread: ``ablation/pomdp=stack1`` (the MLP on the last observatio
 transitions) and ``ablation/pomdp=gru`` (``arch=gru``: batches of 8 sequences of 10 burn-in + 20
 learnt steps + the n-step tail, 160 learnt transitions per update). The time of ``trainer.fit``
 splits into acting and env stepping (``collect``), drawing batches (``sample``: for the GRU,
-sequences of 31 rows with their masks), the updates (``learn``: forward, loss, backward,
+sequences of burn-in + learnt steps + the n-step tail), the updates (``learn``: forward, loss, backward,
 optimiser) and the rest (Lightning's loop, callbacks, logging). Writes
 ``benchmark_recurrent.json`` and ``.md`` to ``--out`` and prints the table.
 """
