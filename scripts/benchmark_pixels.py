@@ -144,12 +144,17 @@ def worker_rl(spec: dict[str, Any]) -> dict[str, Any]:
     clock: dict[str, float] = {}
 
     class Clock(pl.Callback):
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, i: int) -> None:
-            if "start" not in clock:  # the warm-up is done: learning starts now
-                clock["start"], clock["start_steps"] = time.perf_counter(), module.env_steps
+        """From the end of the first training step (warm-up and first 1,000 env steps done) to
+        the end of training, in the collector's env steps."""
+
+        def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
+            if "start" not in clock:
+                clock["start"] = time.perf_counter()
+                clock["start_steps"] = trainer.datamodule.collector.env_steps
 
         def on_train_end(self, trainer: Any, module: Any) -> None:
-            clock["end"], clock["end_steps"] = time.perf_counter(), module.env_steps
+            clock["end"] = time.perf_counter()
+            clock["end_steps"] = trainer.datamodule.collector.env_steps
 
     def on_built(run: Run) -> None:
         run.trainer.callbacks.append(Clock())  # type: ignore[attr-defined]
@@ -246,20 +251,21 @@ WORKERS = {
 
 
 def markdown(report: dict[str, Any]) -> str:
-    mem = report["memory"]
-    lines = [
-        "| replay memory (Pong, frame stack 4) | value |",
-        "|---|---:|",
-        f"| transitions stored | {mem['transitions']:,} |",
-        f"| bytes per transition | {mem['bytes_per_transition']:,.0f} |",
-        f"| projected GB per 1M transitions | {mem['gb_per_million']:.2f} |",
-        f"| (stored stacks, obs + next_obs) | {mem['stored_stacks_gb_per_million']:.1f} |",
-        f"| sample 32 stacked transitions (ms, median) | {mem['sample_ms']:.3f} |",
-        f"| Nature CNN forward on that batch (ms, median) | {mem['nature_cnn_forward_ms']:.2f} |",
-        "",
-        "| collection, 8 Pong games, random actions | env-steps/s |",
-        "|---|---:|",
-    ]
+    lines: list[str] = []
+    mem = report.get("memory")
+    if mem is not None:
+        lines += [
+            "| replay memory (Pong, frame stack 4) | value |",
+            "|---|---:|",
+            f"| transitions stored | {mem['transitions']:,} |",
+            f"| bytes per transition | {mem['bytes_per_transition']:,.0f} |",
+            f"| projected GB per 1M transitions | {mem['gb_per_million']:.2f} |",
+            f"| (stored stacks, obs + next_obs) | {mem['stored_stacks_gb_per_million']:.1f} |",
+            f"| sample 32 stacked transitions (ms, median) | {mem['sample_ms']:.3f} |",
+            f"| Nature CNN forward on that batch (ms, median) | {mem['nature_cnn_forward_ms']:.2f} |",
+            "",
+        ]
+    lines += ["| collection, 8 Pong games, random actions | env-steps/s |", "|---|---:|"]
     lines += [f"| {c['mode']} | {c['env_steps_per_s']:,.0f} |" for c in report["collect"]]
     lines += [
         "",
@@ -282,27 +288,34 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--no-sb3", action="store_true", help="skip Stable-Baselines3")
+    parser.add_argument(
+        "--parts", default="memory,collect,train", help="comma-separated: memory,collect,train"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark_pixels"))
     if serve(WORKERS):
         return
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"load_before": os.getloadavg()}
-    report["memory"] = measure(__file__, {"kind": "memory", "fill": args.fill})
-    report["collect"] = [
-        measure(__file__, {"kind": "collect", "mode": mode, "steps": args.collect_steps})
-        for mode in ("ale", "sync", "async")
-    ]
+    parts = set(args.parts.split(","))
+    report: dict[str, Any] = {"load_before": os.getloadavg(), "collect": [], "train": []}
+    if "memory" in parts:
+        report["memory"] = measure(__file__, {"kind": "memory", "fill": args.fill})
+    if "collect" in parts:
+        report["collect"] = [
+            measure(__file__, {"kind": "collect", "mode": mode, "steps": args.collect_steps})
+            for mode in ("ale", "sync", "async")
+        ]
     train = {
         "steps": args.train_steps,
         "learning_starts": args.learning_starts,
         "capacity": args.capacity,
     }
-    report["train"] = [
-        measure(__file__, {"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})
-    ]
-    if not args.no_sb3:
-        report["train"].append(measure(__file__, {"kind": "sb3", **train}))
+    if "train" in parts:
+        report["train"].append(
+            measure(__file__, {"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})
+        )
+        if not args.no_sb3:
+            report["train"].append(measure(__file__, {"kind": "sb3", **train}))
     report["load_after"] = os.getloadavg()
     (args.out / "benchmark_pixels.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)

@@ -377,3 +377,33 @@ def test_minatar_gives_channels_last_booleans_and_resumes_exactly() -> None:
     load_env_state(other, state)
     again = [other.step(np.array([t % 3, (t + 1) % 3]))[0].copy() for t in range(40)]
     np.testing.assert_array_equal(np.stack(ahead), np.stack(again))
+
+
+def test_the_memory_format_changes_the_layout_not_the_numbers() -> None:
+    frames = torch.randint(0, 256, (3, 4, 84, 84)).float()
+    outputs = []
+    for memory_format in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        encoder = ConvEncoder(
+            obs_shape=(4, 84, 84),
+            channels=[32, 64, 64],
+            kernels=[8, 4, 3],
+            strides=[4, 2, 1],
+            hidden=512,
+            scale=1 / 255,
+            memory_format=memory_format,
+        )
+        weight = encoder.conv[0].weight
+        assert weight.is_contiguous(memory_format=encoder.memory_format)
+        assert weight.is_contiguous() is (memory_format == "contiguous")
+        outputs.append(encoder(frames))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    with pytest.raises(ValueError, match="memory_format"):
+        ConvEncoder(
+            obs_shape=(4, 8, 8),
+            channels=[4],
+            kernels=[3],
+            strides=[1],
+            hidden=8,
+            memory_format="nhwc",
+        )
