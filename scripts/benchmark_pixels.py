@@ -13,6 +13,9 @@ Every measurement runs in its own fresh process, one after another, with one tor
   flags) and the projection to 1,000,000 transitions; then the median time to sample a batch of
   32 stacked transitions (uniform, rebuilt stacks ``(32, 4, 84, 84)`` for ``obs`` and
   ``next_obs``) against one forward pass of the Nature CNN on that batch.
+* ``bare``: a bare PyTorch DQN update of the Nature CNN on one fixed batch (target forward,
+  online forward and backward, Adam) in the contiguous and the ``channels_last`` memory format:
+  the floor under the training loop.
 * ``collect``: ``--collect-steps`` vector steps of 8 Pong games with random actions through
   ale-py's ``AtariVectorEnv`` and gymnasium's sync and async vector envs (the same protocol).
 * ``train``: the full Pong training loop at ``experiment=atari_pong``'s settings (one env, one
@@ -242,7 +245,47 @@ def worker_sb3(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def worker_bare(spec: dict[str, Any]) -> dict[str, Any]:
+    """A bare PyTorch DQN update of the Nature CNN on one fixed batch of 32 stacks (target
+    forward, online forward and backward, Adam), per memory format: the floor of the loop."""
+    import torch
+
+    from rl_lightning.networks.conv import ConvEncoder
+
+    frames = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
+    result: dict[str, float] = {}
+    for memory_format in ("contiguous", "channels_last"):
+        nets = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            encoder = ConvEncoder(
+                obs_shape=(4, 84, 84),
+                channels=[32, 64, 64],
+                kernels=[8, 4, 3],
+                strides=[4, 2, 1],
+                hidden=512,
+                scale=1 / 255,
+                memory_format=memory_format,
+            )
+            nets.append(torch.nn.Sequential(encoder, torch.nn.Linear(512, 6)))
+        online, target = nets
+        optimizer = torch.optim.Adam(online.parameters(), lr=1e-4)
+
+        def update(online=online, target=target, optimizer=optimizer) -> None:
+            obs = frames.float()
+            with torch.no_grad():
+                bootstrap = target(obs).max(dim=1).values
+            loss = torch.nn.functional.mse_loss(online(obs)[:, 0], bootstrap)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        result[f"{memory_format}_ms"] = _median_ms(update, int(spec["updates"]))
+    return result
+
+
 WORKERS = {
+    "bare": worker_bare,
     "memory": worker_memory,
     "collect": worker_collect,
     "rl": worker_rl,
@@ -265,18 +308,31 @@ def markdown(report: dict[str, Any]) -> str:
             f"| Nature CNN forward on that batch (ms, median) | {mem['nature_cnn_forward_ms']:.2f} |",
             "",
         ]
+    bare = report.get("bare")
+    if bare is not None:
+        lines += [
+            "| bare Nature-CNN DQN update, batch 32 (median) | ms |",
+            "|---|---:|",
+            f"| contiguous (NCHW) | {bare['contiguous_ms']:.1f} |",
+            f"| channels_last (NHWC) | {bare['channels_last_ms']:.1f} |",
+            "",
+        ]
     lines += ["| collection, 8 Pong games, random actions | env-steps/s |", "|---|---:|"]
     lines += [f"| {c['mode']} | {c['env_steps_per_s']:,.0f} |" for c in report["collect"]]
     lines += [
         "",
-        "| Pong training loop after learning starts | env-steps/s | updates |",
+        "| Pong training loop after learning starts | env-steps/s (median) | |",
         "|---|---:|---:|",
     ]
+    speeds: dict[str, list[float]] = {}
     for row in report["train"]:
-        lines.append(f"| {row['framework']} | {row['env_steps_per_s']:,.0f} | {row['updates']:,} |")
-    if len(report["train"]) == 2:
-        ratio = report["train"][0]["env_steps_per_s"] / report["train"][1]["env_steps_per_s"]
-        lines.append(f"| ratio rl-lightning / SB3 | {ratio:.2f}x | |")
+        speeds.setdefault(row["framework"], []).append(row["env_steps_per_s"])
+    for framework, values in speeds.items():
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        lines.append(f"| {framework} (runs: {runs}) | {statistics.median(values):,.0f} | |")
+    if len(speeds) == 2:
+        ratio = statistics.median(speeds["rl-lightning"]) / statistics.median(speeds["sb3"])
+        lines.append(f"| ratio of the medians, rl-lightning / SB3 | {ratio:.2f}x | |")
     return "\n".join(lines)
 
 
@@ -289,7 +345,12 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--no-sb3", action="store_true", help="skip Stable-Baselines3")
     parser.add_argument(
-        "--parts", default="memory,collect,train", help="comma-separated: memory,collect,train"
+        "--repeats", type=int, default=3, help="training-loop runs of each framework, alternating"
+    )
+    parser.add_argument(
+        "--parts",
+        default="memory,bare,collect,train",
+        help="comma-separated: memory,bare,collect,train",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmark_pixels"))
     if serve(WORKERS):
@@ -300,6 +361,8 @@ def main() -> None:
     report: dict[str, Any] = {"load_before": os.getloadavg(), "collect": [], "train": []}
     if "memory" in parts:
         report["memory"] = measure(__file__, {"kind": "memory", "fill": args.fill})
+    if "bare" in parts:
+        report["bare"] = measure(__file__, {"kind": "bare", "updates": 60})
     if "collect" in parts:
         report["collect"] = [
             measure(__file__, {"kind": "collect", "mode": mode, "steps": args.collect_steps})
@@ -310,12 +373,13 @@ def main() -> None:
         "learning_starts": args.learning_starts,
         "capacity": args.capacity,
     }
-    if "train" in parts:
-        report["train"].append(
-            measure(__file__, {"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})
-        )
-        if not args.no_sb3:
-            report["train"].append(measure(__file__, {"kind": "sb3", **train}))
+    if "train" in parts:  # alternating, so that a slow minute of the machine hits both
+        for _ in range(args.repeats):
+            report["train"].append(
+                measure(__file__, {"kind": "rl", "run_dir": str(args.out / "rl_run"), **train})
+            )
+            if not args.no_sb3:
+                report["train"].append(measure(__file__, {"kind": "sb3", **train}))
     report["load_after"] = os.getloadavg()
     (args.out / "benchmark_pixels.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
