@@ -62,13 +62,26 @@ def pong(lanes: int, **options: Any) -> Any:
     )
 
 
+def nature_cnn(**options: Any) -> Any:
+    """``arch=nature_cnn``'s encoder (conf/arch/encoder/nature_cnn.yaml) and a 6-action linear
+    head, for frame stacks ``(4, 84, 84)``; ``options`` override the preset's keys."""
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rl_lightning.train import CONFIG_DIR
+
+    preset = OmegaConf.load(Path(CONFIG_DIR) / "arch" / "encoder" / "nature_cnn.yaml")
+    encoder = instantiate(preset, obs_shape=(4, 84, 84), **options)
+    return torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_features, 6))
+
+
 def worker_memory(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
     from rl_lightning.data import ReplayBuffer, UniformSampler, VectorCollector
     from rl_lightning.envs import find_stack
-    from rl_lightning.networks.conv import ConvEncoder
 
     lanes, fill = 8, int(spec["fill"])
     env = pong(lanes, frame_stack=4)
@@ -86,20 +99,12 @@ def worker_memory(spec: dict[str, Any]) -> dict[str, Any]:
     sampler = UniformSampler(seed=1)
     batch = sampler.sample(buffer, 32, 1)
     sample_ms = _median_ms(lambda: sampler.sample(buffer, 32, 1), 200)
-    net = ConvEncoder(
-        obs_shape=(4, 84, 84),
-        channels=[32, 64, 64],
-        kernels=[8, 4, 3],
-        strides=[4, 2, 1],
-        hidden=512,
-        scale=1 / 255,
-    )
-    head = torch.nn.Linear(512, 6)
+    net = nature_cnn()
     obs = torch.from_numpy(batch.obs)
 
     def forward() -> None:
         with torch.no_grad():
-            head(net(obs.float()))
+            net(obs.float())
 
     forward_ms = _median_ms(forward, 50)
     per = buffer.bytes_per_transition
@@ -250,24 +255,13 @@ def worker_bare(spec: dict[str, Any]) -> dict[str, Any]:
     forward, online forward and backward, Adam), per memory format: the floor of the loop."""
     import torch
 
-    from rl_lightning.networks.conv import ConvEncoder
-
     frames = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
     result: dict[str, float] = {}
     for memory_format in ("contiguous", "channels_last"):
         nets = []
         for _ in range(2):
             torch.manual_seed(0)
-            encoder = ConvEncoder(
-                obs_shape=(4, 84, 84),
-                channels=[32, 64, 64],
-                kernels=[8, 4, 3],
-                strides=[4, 2, 1],
-                hidden=512,
-                scale=1 / 255,
-                memory_format=memory_format,
-            )
-            nets.append(torch.nn.Sequential(encoder, torch.nn.Linear(512, 6)))
+            nets.append(nature_cnn(memory_format=memory_format))
         online, target = nets
         optimizer = torch.optim.Adam(online.parameters(), lr=1e-4)
 

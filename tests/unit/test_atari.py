@@ -299,7 +299,8 @@ def test_breakout_learns_from_lives_under_nature_and_from_games_under_v5(
 
 
 # -- convolutional encoders -----------------------------------------------------------------------
-def nature_cnn(obs_shape: tuple[int, ...]) -> ConvEncoder:
+def nature_cnn(obs_shape: tuple[int, ...], **options: Any) -> ConvEncoder:
+    """The Nature DQN torso, its numbers written out by hand from the paper."""
     return ConvEncoder(
         obs_shape=obs_shape,
         channels=[32, 64, 64],
@@ -307,6 +308,7 @@ def nature_cnn(obs_shape: tuple[int, ...]) -> ConvEncoder:
         strides=[4, 2, 1],
         hidden=512,
         scale=1 / 255,
+        **options,
     )
 
 
@@ -384,15 +386,7 @@ def test_the_memory_format_changes_the_layout_not_the_numbers() -> None:
     outputs = []
     for memory_format in ("contiguous", "channels_last"):
         torch.manual_seed(0)
-        encoder = ConvEncoder(
-            obs_shape=(4, 84, 84),
-            channels=[32, 64, 64],
-            kernels=[8, 4, 3],
-            strides=[4, 2, 1],
-            hidden=512,
-            scale=1 / 255,
-            memory_format=memory_format,
-        )
+        encoder = nature_cnn((4, 84, 84), memory_format=memory_format)
         weight = encoder.conv[0].weight
         assert weight.is_contiguous(memory_format=encoder.memory_format)
         assert weight.is_contiguous() is (memory_format == "contiguous")
