@@ -37,6 +37,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,7 @@ def worker_bare(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-WORKERS = {
+WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "bare": worker_bare,
     "memory": worker_memory,
     "collect": worker_collect,

@@ -34,6 +34,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from rl_lightning.train import CONFIG_DIR, train
 
     captured: dict[str, Run] = {}
+
+    def keep(run: Run) -> None:
+        captured["run"] = run
+
     overrides = [
         "experiment=ablation_pomdp",
         f"ablation/pomdp={SETTINGS[spec['preset']]}",
@@ -50,7 +54,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         cfg,
         run_dir=Path(spec["run_dir"]),
         overrides=overrides,
-        on_built=lambda run: captured.setdefault("run", run),
+        on_built=keep,
     )
     run = captured["run"]
     fit = float(run.timings["fit"])
