@@ -39,6 +39,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rl_lightning.envs.make import register_envs
+
 #: frames an action is repeated for; the observation is the max of the last two
 FRAME_SKIP = 4
 #: side of the square grey observation
@@ -92,11 +94,6 @@ def ale_game_name(game: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
 
 
-def gym_game_name(game: str) -> str:
-    """The CamelCase name of the ``ALE/<Game>-v5`` ids (``beam_rider`` -> ``BeamRider``)."""
-    return game if "_" not in game and game[:1].isupper() else game.title().replace("_", "")
-
-
 def protocol_of(name: str) -> AtariProtocol:
     if name not in PROTOCOLS:
         raise ValueError(f"env.protocol={name!r}: must be one of {', '.join(PROTOCOLS)}")
@@ -132,14 +129,12 @@ class FireOnReset(gym.Wrapper):
 
 
 def _preprocessed_game(
-    game: str, protocol: AtariProtocol, max_frames: int, **kwargs: Any
+    env_id: str, protocol: AtariProtocol, max_frames: int, **kwargs: Any
 ) -> gym.Env:
     """One ``ALE/<Game>-v5`` env under ``AtariPreprocessing`` (module level: ``async`` pickles it)."""
-    import ale_py
-
-    gym.register_envs(ale_py)
+    register_envs(env_id)
     env = gym.make(
-        f"ALE/{gym_game_name(game)}-v5",
+        env_id,
         frameskip=1,
         repeat_action_probability=protocol.repeat_action_probability,
         full_action_space=False,
@@ -162,6 +157,7 @@ def _preprocessed_game(
 
 def make_atari_vector_env(
     *,
+    env_id: str,
     game: str,
     protocol: str,
     num_envs: int,
@@ -174,7 +170,8 @@ def make_atari_vector_env(
     ``rl_lightning.envs.signals``'s), NEXT_STEP auto-reset.
 
     Args:
-        game: ``Pong``, ``Breakout``, ``BeamRider`` ... (or snake_case).
+        env_id: the game's ``ALE/<Game>-v5`` id, which the gymnasium backends make.
+        game: ``Pong``, ``Breakout``, ``BeamRider`` ... (ale-py's vector env takes it snake_case).
         protocol: ``nature`` | ``v5`` (``PROTOCOLS``).
         num_envs: parallel games.
         vectorization_mode: ``ale`` (None: the default) | ``sync`` | ``async``.
@@ -214,7 +211,7 @@ def make_atari_vector_env(
         )
         return DropChannel(env)
     factory = functools.partial(
-        _preprocessed_game, game, settings, max_frames, **dict(kwargs or {})
+        _preprocessed_game, env_id, settings, max_frames, **dict(kwargs or {})
     )
     vector_class = gym.vector.SyncVectorEnv if mode == "sync" else gym.vector.AsyncVectorEnv
     return vector_class([factory] * num_envs)

@@ -70,7 +70,7 @@ def make_vector_env(
     ``suite="gymnasium"``: ``gym.make_vec(id)``; ``vectorization_mode=None`` takes the env's own
     vectorised implementation when it has one (CartPole's is much faster than a loop of single
     envs), else ``sync``. ``suite="atari"``: ``game`` under ``protocol``
-    (``rl_lightning.envs.atari``; ``id`` only names it). What the learner sees:
+    (``rl_lightning.envs.atari``; ``id``, ``ALE/<Game>-v5``, is what its gymnasium backends make). What the learner sees:
     ``clip_rewards`` and ``life_loss_terminal`` (None: the Atari protocol's, else off;
     ``rl_lightning.envs.signals``). The partial-
     observability options (``rl_lightning/envs/wrappers.py``, applied in this order):
@@ -86,6 +86,7 @@ def make_vector_env(
         if game is None or protocol is None:
             raise ValueError("env.suite=atari needs env.game and env.protocol")
         env = make_atari_vector_env(
+            env_id=id,
             game=game,
             protocol=protocol,
             num_envs=num_envs,
