@@ -33,7 +33,6 @@ Not a timed test: the numbers depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fresh_process import measure, serve
+from fresh_process import measure, publish, serve
 
 
 def _median_ms(fn: Any, calls: int) -> float:
@@ -376,10 +375,7 @@ def main() -> None:
             if not args.no_sb3:
                 report["train"].append(measure(__file__, {"kind": "sb3", **train}))
     report["load_after"] = os.getloadavg()
-    (args.out / "benchmark_pixels.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out / "benchmark_pixels.md").write_text(table + "\n")
-    print(table)
+    publish(args.out, "benchmark_pixels", report, markdown(report))
 
 
 if __name__ == "__main__":

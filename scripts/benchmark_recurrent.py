@@ -17,12 +17,11 @@ optimiser) and the rest (Lightning's loop, callbacks, logging). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from fresh_process import measure, serve
+from fresh_process import measure, publish, serve
 
 SETTINGS = {"mlp": "stack1", "gru": "gru"}
 
@@ -116,10 +115,7 @@ def main() -> None:
         for preset in SETTINGS
     ]
     report = {"rows": rows, "load_before": load_before, "load_after": os.getloadavg()}
-    (args.out / "benchmark_recurrent.json").write_text(json.dumps(report, indent=2))
-    table = markdown(rows)
-    (args.out / "benchmark_recurrent.md").write_text(table + "\n")
-    print(table)
+    publish(args.out, "benchmark_recurrent", report, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 ``measure(__file__, spec)`` for each measurement, one after another, and starts with
 ``serve(WORKERS)``, which runs the worker named by ``spec["kind"]`` when the script was
 started as one. Workers run with one torch thread and offline W&B; a worker's result is the
-last line of its stdout that starts with the tag."""
+last line of its stdout that starts with the tag. ``publish`` writes a script's JSON and
+markdown table and prints the table."""
 
 from __future__ import annotations
 
@@ -47,3 +48,10 @@ def serve(workers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> boo
     spec = json.loads(sys.argv[2])
     print(RESULT_TAG + json.dumps(workers[spec["kind"]](spec)), flush=True)
     return True
+
+
+def publish(out: Path, name: str, report: dict[str, Any], table: str) -> None:
+    """``out/<name>.json`` (every number) and ``out/<name>.md`` (the table); print the table."""
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{name}.md").write_text(table + "\n")
+    print(table)

@@ -52,6 +52,11 @@ IMAGE_ARCHS = ("minatar_cnn", "nature_cnn")
 ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
 
 
+def interpolated(value: object) -> bool:
+    """Whether a raw YAML value is an interpolation (``${...}``: compared resolved elsewhere)."""
+    return isinstance(value, str) and "${" in value
+
+
 def package_of(path: Path) -> str:
     """The ``# @package`` directive of a config file (default: its group)."""
     for line in path.read_text().splitlines():
@@ -99,7 +104,7 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
     checked = 0
     for key, value in leaves(raw):
         # compose() drops the `hydra` node (sweep settings of the ablation presets)
-        if key.split(".")[0] in ("defaults", "hydra") or (isinstance(value, str) and "${" in value):
+        if key.split(".")[0] in ("defaults", "hydra") or interpolated(value):
             continue
         assert OmegaConf.select(root, key) == value, f"{group}={option}: {key}"
         checked += 1
@@ -111,8 +116,7 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
         if isinstance(entry, str):  # another option of the same group (trainer/cpu: `default`)
             if entry != "_self_":
                 for sub, value in leaves(OmegaConf.load(CONF / group / f"{entry}.yaml")):
-                    interpolated = isinstance(value, str) and "${" in value
-                    if sub not in own_keys and not interpolated:
+                    if sub not in own_keys and not interpolated(value):
                         assert OmegaConf.select(root, sub) == value, f"{entry}: {sub}"
                         checked += 1
             continue
@@ -134,8 +138,7 @@ def test_every_option_composes(compose_config, group: str, option: str) -> None:
                 continue
             own = {k for k, _ in leaves(raw[other])} if other in raw else set()
             for sub, value in leaves(OmegaConf.load(option_path)):
-                interpolated = isinstance(value, str) and "${" in value
-                if sub not in own and sub.split(".")[0] != "defaults" and not interpolated:
+                if sub not in own and sub.split(".")[0] != "defaults" and not interpolated(value):
                     assert OmegaConf.select(cfg[other], sub) == value, f"{key}: {sub}"
                     checked += 1
     # every interpolation resolves and the schema accepts the composed config
