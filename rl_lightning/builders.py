@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +37,7 @@ from rl_lightning.data import (
     UniformSampler,
     sampler_class,
 )
+from rl_lightning.distributed import process_rank
 from rl_lightning.distributional import CategoricalTDLoss, QuantileTDLoss
 from rl_lightning.envs import make_env_from_config
 from rl_lightning.exploration import Actor, Exploration
@@ -181,11 +181,6 @@ def build_module(
 
 
 # -- the data side --------------------------------------------------------------------------------
-def process_rank() -> int:
-    """Global rank of this process under torch.distributed launchers (0 otherwise)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
-
-
 def buffer_capacity(cfg: DictConfig, n_step: int) -> int:
     """Replay capacity in time steps: ``buffer.capacity``; for an online sampler
     (``buffer=online``) one rollout (with room for its auto-reset rows) plus the n-step window

@@ -89,13 +89,39 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
 
 
 # -- writing ----------------------------------------------------------------------------------------
+def rank_state_path(checkpoint: Path, rank: int) -> Path:
+    """Where DDP rank ``rank`` > 0 keeps its own data side of ``checkpoint``:
+    ``<checkpoint>.rank<k>`` (rank 0's is inside the checkpoint)."""
+    return checkpoint.with_name(f"{checkpoint.name}.rank{rank}")
+
+
 def save_atomically(trainer: pl.Trainer, path: Path) -> None:
-    """``trainer.save_checkpoint`` to a temporary file beside ``path``, fsync, rename."""
+    """``trainer.save_checkpoint`` to a temporary file beside ``path``, fsync, rename.
+
+    Under DDP each rank k > 0 first writes its own data side (``ReplayDataModule.state_dict``:
+    envs, buffer, generators) and its global generators to ``rank_state_path(path, k)``, and
+    all ranks wait for each other before rank 0 writes ``path``: a checkpoint that exists has
+    every rank's state beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if trainer.world_size > 1:
+        if not trainer.is_global_zero:
+            state = {"datamodule": trainer.datamodule.state_dict(), "rng": global_rng_states()}  # type: ignore[attr-defined]
+            _write_atomically(path=rank_state_path(path, trainer.global_rank), state=state)
+        trainer.strategy.barrier("rank states written")
     tmp = path.with_name(f".{path.name}.tmp")
     trainer.save_checkpoint(str(tmp))
-    if not trainer.is_global_zero:
-        return
+    if trainer.is_global_zero:
+        _commit(tmp, path)
+
+
+def _write_atomically(*, path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    _commit(tmp, path)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it to ``path``, fsync the directory."""
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -166,11 +192,11 @@ class RunCheckpointCallback(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        collector = trainer.datamodule.collector  # type: ignore[attr-defined]
+        dataset = trainer.datamodule.dataset  # type: ignore[attr-defined]
         wandb_id = next((lg.version for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         checkpoint[RESUME_KEY] = {
             "format": 1,
-            "env_steps": int(collector.env_steps),
+            "env_steps": int(dataset.env_steps),  # all ranks' (ReplayDataset.env_steps)
             "updates": int(getattr(pl_module, "updates", 0)),
             "rng": global_rng_states(),
             "wandb_id": wandb_id,
@@ -183,6 +209,17 @@ class RunCheckpointCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._rng_to_restore = checkpoint[RESUME_KEY]["rng"]
+        if trainer.global_rank > 0:  # DDP: this rank's own data side and generators
+            assert trainer.ckpt_path is not None
+            path = rank_state_path(Path(trainer.ckpt_path), trainer.global_rank)
+            if not path.is_file():
+                raise CheckpointError(
+                    f"{trainer.ckpt_path} has no state for DDP rank {trainer.global_rank} "
+                    f"({path.name}): it was written by a run with fewer ranks"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            trainer.datamodule.load_state_dict(state["datamodule"])  # type: ignore[attr-defined]
+            self._rng_to_restore = state["rng"]
 
     def on_train_batch_start(  # type: ignore[override]
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -201,7 +238,7 @@ class RunCheckpointCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         dataset = trainer.datamodule.dataset  # type: ignore[attr-defined]
-        env_steps = int(dataset.collector.env_steps)
+        env_steps = int(dataset.env_steps)  # all ranks' env steps: the same on every rank
         # the stream's last step is saved as last.ckpt once training ends
         due = self.every_env_steps > 0 and self._next_save <= env_steps < dataset.total_env_steps
         signum = self.stop.signum
@@ -234,3 +271,5 @@ class RunCheckpointCallback(pl.Callback):
         periodic = sorted(self.directory.glob("step-*.ckpt"))
         for old in periodic[: max(0, len(periodic) - self.keep_last)]:
             old.unlink(missing_ok=True)
+            for rank_state in self.directory.glob(f"{old.name}.rank*"):  # DDP ranks' data sides
+                rank_state.unlink(missing_ok=True)

@@ -292,6 +292,9 @@ class RunRecord:
         evaluator: GreedyEvaluationCallback = run.callback(GreedyEvaluationCallback)
         with run.timed("final_eval"):
             returns = evaluator.evaluate_final(run.trainer, run.module)
+        if returns.size == 0:  # a DDP rank other than 0: rank 0 evaluates and writes the summary
+            self.summary["status"] = "completed"
+            return
         self.summary.update(
             status="completed",
             eval_return_mean=float(returns.mean()),
@@ -346,7 +349,9 @@ class RunRecord:
         summary, run = self.summary, self.run
         checkpointer = run.callback(RunCheckpointCallback) if run is not None else None
         if run is not None:
-            summary["env_steps"] = int(run.datamodule.collector.env_steps)
+            summary["env_steps"] = int(run.datamodule.dataset.env_steps)  # all ranks'
+            if run.datamodule.dataset.env_steps_by_rank:  # DDP: each rank's share
+                summary["env_steps_by_rank"] = list(run.datamodule.dataset.env_steps_by_rank)
             summary["episodes"] = int(run.datamodule.collector.episodes)
             summary["updates"] = int(run.module.updates)
             watchdog = run.module.watchdog

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rl_lightning.config import register_schemas
+from rl_lightning.distributed import end_process_group, process_rank
 from rl_lightning.module import TrainingDiverged
 from rl_lightning.resume import CheckpointError
 from rl_lightning.run import CHECKPOINT_NAME, Run, RunRecord, build_run
@@ -63,9 +64,38 @@ def train(
     return record.summary
 
 
+def ddp_rank_command(local_rank: int) -> tuple[list[str], str]:
+    """The command Lightning's subprocess launcher starts DDP rank ``local_rank`` with: this
+    job's overrides as one single run in this job's output dir. (Lightning's own repeats
+    ``sys.argv``, so under ``-m`` every rank would re-run the whole sweep: Lightning #11300,
+    Hydra #2070.) Rank k > 0 writes no ``.hydra/`` and logs to ``train_ddp_process_<k>.log``."""
+    hydra_cfg = HydraConfig.get()
+    command = [sys.executable, "-m", "rl_lightning.train", *hydra_cfg.overrides.task]
+    command += [
+        f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, hydra_cfg.runtime.cwd
+
+
+def _use_ddp_rank_command() -> None:
+    from pytorch_lightning.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = ddp_rank_command  # type: ignore[assignment]
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point ``rl-train``; returns the final greedy return (for sweepers)."""
+    _use_ddp_rank_command()
+    try:
+        return _main(cfg)
+    finally:
+        end_process_group()  # a DDP job: the sweep's next job starts its own ranks
+
+
+def _main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     try:
         summary = train(
@@ -97,6 +127,8 @@ def main(cfg: DictConfig) -> float | None:
             exc,
             hydra_cfg.runtime.output_dir,
         )
+        return None
+    if process_rank() != 0:  # rank 0 reports (and wrote summary.json)
         return None
     print(
         f"[rl-train] {summary['status']}: eval_return_mean={summary['eval_return_mean']:.1f} "

@@ -17,6 +17,11 @@ def _collector(trainer: pl.Trainer):
     return trainer.datamodule.collector  # type: ignore[attr-defined]
 
 
+def _env_steps(trainer: pl.Trainer) -> int:
+    """The env steps of all ranks (of this process outside DDP): ``ReplayDataset.env_steps``."""
+    return int(trainer.datamodule.dataset.env_steps)  # type: ignore[attr-defined]
+
+
 class RolloutMetricsCallback(pl.Callback):
     """Logs ``rollout/*`` and ``perf/env_steps_per_s`` every ``every_env_steps`` env steps."""
 
@@ -26,7 +31,7 @@ class RolloutMetricsCallback(pl.Callback):
         self._last = (time.perf_counter(), 0)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = (time.perf_counter(), _collector(trainer).env_steps)
+        self._last = (time.perf_counter(), _env_steps(trainer))
 
     def state_dict(self) -> dict[str, Any]:
         return {"next_log": self._next_log}
@@ -38,7 +43,7 @@ class RolloutMetricsCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int
     ) -> None:
         collector = _collector(trainer)
-        env_steps = collector.env_steps
+        env_steps = _env_steps(trainer)
         if env_steps < self._next_log:
             return
         while self._next_log <= env_steps:
@@ -92,9 +97,8 @@ class EnvStepProgressBar(ProgressBar):
         if now - self._last_refresh < self.refresh_s:
             return
         self._last_refresh = now
-        collector = _collector(trainer)
-        self._bar.update(collector.env_steps - self._bar.n)
-        last = collector.last_episode_return
+        self._bar.update(_env_steps(trainer) - self._bar.n)
+        last = _collector(trainer).last_episode_return
         self._bar.set_postfix(
             episode_return="-" if last is None else f"{last:.1f}",
             updates=pl_module.updates,
@@ -103,6 +107,6 @@ class EnvStepProgressBar(ProgressBar):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._bar is not None:
-            self._bar.update(_collector(trainer).env_steps - self._bar.n)
+            self._bar.update(_env_steps(trainer) - self._bar.n)
             self._bar.close()
             self._bar = None

@@ -65,6 +65,8 @@ class GreedyEvaluationCallback(pl.Callback):
             return
         while self._next_eval <= env_steps:
             self._next_eval += self.every_env_steps
+        if not trainer.is_global_zero:  # DDP: one evaluation (the weights are the same)
+            return
         if self._env is None:
             self._env = self.make_env(self.episodes)
         _, metrics = self._evaluate(trainer, pl_module, self._env, self.episodes)
@@ -73,7 +75,9 @@ class GreedyEvaluationCallback(pl.Callback):
     def evaluate_final(self, trainer: pl.Trainer, pl_module: QLearningModule) -> np.ndarray:
         """The final greedy evaluation (``final_episodes`` episodes on fresh envs, same seed),
         logged at the last env step; returns the episodes' returns (not added to history; the
-        metrics are kept in ``final_metrics``)."""
+        metrics are kept in ``final_metrics``). Under DDP only rank 0 plays (others: none)."""
+        if not trainer.is_global_zero:
+            return np.zeros(0)
         env = self.make_env(self.final_episodes)
         try:
             result, self.final_metrics = self._evaluate(

@@ -36,7 +36,9 @@ class VectorCollector:
     ``env_steps`` counts real transitions only: gymnasium's auto-reset steps (the step after
     an episode ended, which ignores the action) are stored but not counted. ``max_abs_reward``
     is the largest |r| observed so far (the value-bound watchdog's), updated once per
-    ``collect`` from the buffer rows it wrote.
+    ``collect`` from the buffer rows it wrote. The policy is called with ``env_steps`` times
+    ``env_step_scale``: under DDP (set by the stream to the number of ranks, which collect in
+    step) the exploration schedule reads the env steps of all ranks, as its config counts them.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class VectorCollector:
             None if stack is None else stack.layout.newest
         )
         self.env_steps = 0
+        self.env_step_scale = 1
         self._obs: np.ndarray | None = None
         self._reset_next = np.zeros(self.num_envs, dtype=bool)
         self._any_reset = False  # whether _reset_next has a True lane
@@ -114,7 +117,7 @@ class VectorCollector:
         """One vector step: act, step the env, store, book-keep episodes."""
         obs = self._obs
         assert obs is not None
-        actions = self.policy(obs, self.env_steps)
+        actions = self.policy(obs, self.env_steps * self.env_step_scale)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         reset_step = self._reset_next  # replaced below, never written in place
         stored = obs if self._stored is None else self._stored(obs)

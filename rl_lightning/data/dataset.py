@@ -13,6 +13,7 @@ from torch.utils.data import IterableDataset
 from rl_lightning.data.buffer import ReplayBuffer, TransitionBatch
 from rl_lightning.data.collector import VectorCollector
 from rl_lightning.data.samplers import Sampler
+from rl_lightning.distributed import gather_counts, world_size
 
 
 class ReplayDataset(IterableDataset):
@@ -40,6 +41,13 @@ class ReplayDataset(IterableDataset):
     steps, ...) while Lightning's per-``training_step`` cost is still paid once per K updates.
     The stream makes one update per E env steps after the warm-up, the last one when the budget
     is reached (the burst schedule always makes K per item, also after a partial last burst).
+
+    Under DDP (``world`` ranks, each with its own stream, collector and buffer) every budget
+    counts the env steps of all ranks: each rank collects ``1 / world`` of each burst (of the
+    warm-up, of the budget), and ``env_steps`` -- what batches carry, what schedules, logs,
+    evaluations and checkpoints read -- is the sum of the ranks' counts, gathered once per item
+    (interleaved: once per minibatch); ``env_steps_by_rank`` holds the counts it summed. All ranks
+    thus see the same count and end the stream after the same item, as DDP's collectives need.
     """
 
     def __init__(
@@ -74,35 +82,65 @@ class ReplayDataset(IterableDataset):
         self._collect_target = 0.0  # env steps the collector should have reached
         self._refill = False  # resumed without the buffer's contents (see load_state_dict)
         self.sample_time_s = 0.0  # wall time spent sampling minibatches (perf)
+        self.world = 1  # number of DDP ranks (read when iteration starts, inside trainer.fit)
+        self._synced_env_steps = 0  # all ranks' env steps at the last gather
+        #: every rank's env steps at the last gather (DDP), in rank order
+        self.env_steps_by_rank: list[int] = []
 
-    def state_dict(self) -> dict[str, float]:
+    @property
+    def env_steps(self) -> int:
+        """Real transitions collected so far: by this process's collector, or under DDP by all
+        ranks together, as of the last gather (the same number on every rank)."""
+        return self.collector.env_steps if self.world == 1 else self._synced_env_steps
+
+    def _sync_env_steps(self) -> int:
+        """All ranks' env steps now (a collective under DDP; the collector's count outside)."""
+        if self.world > 1:
+            self.env_steps_by_rank = gather_counts(self.collector.env_steps)
+            self._synced_env_steps = sum(self.env_steps_by_rank)
+        return self.env_steps
+
+    def state_dict(self) -> dict[str, float | int]:
         """Where the stream stands: the env-step target of the last item (the collector, the
         buffer and the policy keep their own state)."""
-        return {"collect_target": self._collect_target, "sample_time_s": self.sample_time_s}
+        return {
+            "collect_target": self._collect_target,
+            "sample_time_s": self.sample_time_s,
+            "env_steps": self.env_steps,
+        }
 
-    def load_state_dict(self, state: dict[str, float], *, buffer_restored: bool = True) -> None:
+    def load_state_dict(
+        self, state: dict[str, float | int], *, buffer_restored: bool = True
+    ) -> None:
         """Continue the stream after the item that ``state`` was taken after. Without the
         buffer's contents (``buffer_restored=False``) the next ``__iter__`` first refills it
         with ``learning_starts_env_steps`` env steps of the current policy; the schedule then
         shifts by those steps (the run goes on, not bit-identically)."""
         self._collect_target = float(state["collect_target"])
         self.sample_time_s = float(state["sample_time_s"])
+        # all ranks' env steps (checkpoints from before DDP support: this rank's)
+        self.world = world_size()
+        self._synced_env_steps = int(state.get("env_steps", self.collector.env_steps))
         self._refill = not buffer_restored and self._collect_target > 0
 
     def _collect_until(self, env_steps: float) -> None:
-        target = min(env_steps, self.total_env_steps)
+        """Collect until this rank has its share (``1 / world``) of ``env_steps`` (all ranks'
+        env steps, capped at the budget)."""
+        target = min(env_steps, self.total_env_steps) / self.world
         while self.collector.env_steps < target:
             missing = target - self.collector.env_steps
             self.collector.collect(max(1, math.ceil(missing / self.collector.num_envs)))
 
     def __iter__(self) -> Iterator[TransitionBatch | InterleavedUpdates]:
+        self.world = world_size()
+        self.collector.env_step_scale = self.world  # exploration schedules read all ranks' steps
         if self._refill:  # resumed without the buffer's contents: warm up again
             self._refill = False
-            refill_start = self.collector.env_steps
+            refill_start = self.collector.env_steps * self.world
             self._collect_until(refill_start + self.learning_starts_env_steps)
             while self.buffer.num_sampleable_rows(self.n_step) < 1:
                 self.collector.collect(1)
-            self._collect_target += self.collector.env_steps - refill_start
+            self._collect_target += self.collector.env_steps * self.world - refill_start
         if self._collect_target == 0.0:
             # warm-up: enough real steps for learning to start and for one n-step window per lane
             self._collect_target = float(self.learning_starts_env_steps)
@@ -113,11 +151,12 @@ class ReplayDataset(IterableDataset):
             else:
                 while self.buffer.num_sampleable_rows(self.n_step) < 1:
                     self.collector.collect(1)
+        self._sync_env_steps()
         if self.interleaved:
             while self._collect_target < self.total_env_steps:
                 yield InterleavedUpdates(self, self.updates_per_batch)
             return
-        while self.collector.env_steps < self.total_env_steps:
+        while self.env_steps < self.total_env_steps:
             self._collect_target += self.updates_per_batch * self.env_steps_per_update
             self._collect_until(self._collect_target)
             yield self._sample()
@@ -130,14 +169,13 @@ class ReplayDataset(IterableDataset):
         if self._collect_target >= self.total_env_steps:
             return None
         self._collect_target += self.env_steps_per_update
-        if self.collector.env_steps < self._collect_target:  # else a vector step ran ahead
-            self._collect_until(self._collect_target)
+        self._collect_until(self._collect_target)  # nothing if a vector step ran ahead
         start = time.perf_counter()
         flat = self.sampler.sample(self.buffer, self.batch_size, self.n_step)
         while flat is None:  # nothing to hand out yet: act on
             self.collector.collect(1)
             flat = self.sampler.sample(self.buffer, self.batch_size, self.n_step)
-        batch = flat.map(torch.from_numpy, self.collector.env_steps)
+        batch = flat.map(torch.from_numpy, self._sync_env_steps())
         self.sample_time_s += time.perf_counter() - start
         return batch
 
@@ -153,14 +191,14 @@ class ReplayDataset(IterableDataset):
         while flat is None:  # nothing to hand out yet (online: only auto-reset rows came in)
             self.collector.collect(1)
             flat = self.sampler.sample(self.buffer, k * b, self.n_step)
+        env_steps = self._sync_env_steps()
         if self.online:  # one update on however many transitions came in
             return flat.map(
-                lambda x: torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0),
-                self.collector.env_steps,
+                lambda x: torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0), env_steps
             )
         return flat.map(
             lambda x: torch.from_numpy(np.ascontiguousarray(x)).reshape(k, b, *x.shape[1:]),
-            self.collector.env_steps,
+            env_steps,
         )
 
 
