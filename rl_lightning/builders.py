@@ -272,9 +272,10 @@ def check_accelerator(cfg: DictConfig) -> None:
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no usable GPU"
+        instead = "trainer=ddp_cpu" if "ddp" in str(cfg.trainer.get("strategy")) else "trainer=cpu"
         raise ConfigError(
             f"trainer.accelerator={accelerator}, but torch.cuda.is_available() is False here "
-            f"(torch {torch.__version__}: {build}): use trainer=cpu, or on a GPU machine install "
+            f"(torch {torch.__version__}: {build}): use {instead}, or on a GPU machine install "
             "a CUDA build of torch and check nvidia-smi / CUDA_VISIBLE_DEVICES"
         )
 

@@ -366,6 +366,12 @@ class RunRecord:
         if run is not None:
             timings = {"start": self.start_s, **run.timings}
             summary["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+            data = run.datamodule
+            summary["fit_split_s"] = {  # where fit's time went (this rank's, all sessions)
+                "collect": round(data.collector.collect_time_s, 4),
+                "sample": round(data.dataset.sample_time_s, 4),
+                "learn": round(run.module.learn_time_s, 4),
+            }
         if process_rank() == 0:
             write_summary(self.run_dir, summary)
         finish_wandb()

@@ -96,14 +96,17 @@ def test_an_env_whose_extra_package_is_missing_names_it_in_one_line(tmp_path: Pa
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
-def test_trainer_gpu_without_a_gpu_is_one_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("trainer", "instead"), [("gpu", "cpu"), ("ddp", "ddp_cpu")])
+def test_trainer_gpu_without_a_gpu_is_one_clear_error(
+    tmp_path: Path, trainer: str, instead: str
+) -> None:
     run_dir = tmp_path / "run"
-    proc = rl_train("trainer=gpu", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = rl_train(f"trainer={trainer}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "[rl-train] trainer.accelerator=gpu, but torch.cuda.is_available() is False" in (
         proc.stderr
     )
-    assert "use trainer=cpu" in proc.stderr
+    assert f"use trainer={instead}," in proc.stderr
     assert "Traceback" not in proc.stderr and "MisconfigurationException" not in proc.stderr
     summary = read_summary(run_dir)
     assert summary["status"] == "failed" and summary["env_steps"] == 0

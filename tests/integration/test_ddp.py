@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sweeps import console_script, subprocess_env
+from test_sweeps import compose_hydra, console_script, subprocess_env
 
 from rl_lightning.summary import read_summary
 
@@ -152,3 +152,39 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> 
     for name in ("obs", "actions", "rewards"):
         a_rank, b_rank = (r["buffer"]["arrays"][name] for r in ranks)
         assert torch.equal(a_rank, b_rank), name
+
+
+def test_slurm_ddp_launcher_asks_for_one_task_per_rank() -> None:
+    """Multi-node recipe: SLURM starts the ranks (Lightning's SLURMEnvironment needs as many
+    tasks as ranks), so ``hydra/launcher=slurm_ddp`` takes its task counts from the trainer."""
+    cfg = compose_hydra(
+        ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra/launcher=slurm_ddp"]
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert (cfg.trainer.strategy, cfg.trainer.accelerator) == ("ddp", "gpu")
+    assert "export OMP_NUM_THREADS=1" in launcher.setup
+
+
+@pytest.mark.slow
+def test_a_ddp_job_runs_through_submitit(tmp_path: Path) -> None:
+    """The same job under submitit (its local executor, SLURM's stand-in): the job runs in a
+    submitit process and launches its second rank there."""
+    sweep_dir = tmp_path / "sweep"
+    rl_train(
+        tmp_path,
+        "-m",
+        "seed=0",
+        *SMALL,
+        "total_env_steps=1000",
+        "updates_per_batch=100",
+        "logger=csv",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    summary = read_summary(sweep_dir / "0")
+    assert summary["status"] == "completed" and len(summary["env_steps_by_rank"]) == 2
+    assert (sweep_dir / ".submitit").is_dir() and (
+        sweep_dir / "0/train_ddp_process_1.log"
+    ).is_file()
