@@ -81,7 +81,15 @@ def test_two_ranks_hold_the_same_weights_and_count_env_steps_together(tmp_path: 
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_sweep_of_ddp_jobs_runs_each_job_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        [],  # the basic launcher: both jobs in one process, one after the other
+        pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow),
+    ],
+    ids=["basic", "joblib"],
+)
+def test_a_sweep_of_ddp_jobs_runs_each_job_once(tmp_path: Path, launcher: list[str]) -> None:
     """Acceptance 4: ``-m seed=0,1 trainer=ddp_cpu trainer.devices=2``: two jobs, each DDP, each
     its own run dir and W&B run; rank 1 runs its job, not the sweep."""
     sweep_dir = tmp_path / "sweep"
@@ -93,6 +101,7 @@ def test_a_sweep_of_ddp_jobs_runs_each_job_once(tmp_path: Path) -> None:
         "total_env_steps=1000",
         "updates_per_batch=100",
         "logger=wandb",
+        *launcher,
         f"hydra.sweep.dir={sweep_dir}",
     )
     assert proc.stdout.count("[rl-train] completed") == 2, proc.stdout[-3000:]
