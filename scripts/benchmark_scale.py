@@ -8,8 +8,8 @@ Each row is one ``rl-train`` run of the default configuration (seed 0) in a fres
 one torch thread per process, one after another: ``env.num_envs`` = 1 / 4 / 16 / 64 lanes
 through CartPole's own numpy vector env (``env.vectorization_mode=null``, the default), gymnasium's
 ``sync`` vector env (one Python env per lane, stepped in turn) and ``async`` (one worker
-process per lane); then ``trainer=ddp_cpu`` with 2 ranks (gloo; each rank 1 lane, half the
-budget) next to 1 rank. The budget and the replay ratio stay the default's (50,000 env steps,
+process per lane); then ``trainer=ddp_cpu`` with 2 ranks (gloo; each rank the default 4 lanes,
+half the budget) next to 1 rank. (The default run is the native row with 4 lanes.) The budget and the replay ratio stay the default's (50,000 env steps,
 one update per 2 env steps), so every row makes the same number of updates and the rows differ
 only in how the env steps are collected. env-steps/s is over ``trainer.fit`` (start-up and the
 final evaluation left out); ``collect`` / ``learn`` are the shares of fit spent acting and
@@ -96,11 +96,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=f"{mode} vector env, 1 process")
     ddp = [(r["ranks"], r["env_steps_per_s"]) for r in rows if "ranks" in r]
-    for ranks, rate in ddp:
-        ax.scatter([ranks], [rate], marker="s", color="black", zorder=3)
-        ax.annotate(f"DDP {ranks} rank{'s' if ranks > 1 else ''}", (ranks, rate), fontsize=8)
+    for ranks, rate in ddp:  # at the lanes of all ranks together (4 per rank)
+        ax.scatter([4 * ranks], [rate], marker="s", color="black", zorder=3)
+        label = f" DDP, {ranks} rank{'s' if ranks > 1 else ''} x 4 lanes"
+        ax.annotate(label, (4 * ranks, rate), fontsize=8)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("env lanes (DDP: ranks x 1 lane)")
+    ax.set_xlabel("env lanes, all processes together")
     ax.set_ylabel("env-steps/s over trainer.fit")
     ax.set_title("CartPole-v1, default DQN run (50k env steps, 1 update / 2 env steps)")
     ax.legend(fontsize=8)
@@ -138,7 +139,7 @@ def main() -> None:
         for ranks in map(int, args.ranks.split(",")):
             overrides = [*base, "trainer=ddp_cpu", f"trainer.devices={ranks}"]
             summary = rl_train(overrides, scratch / f"ddp_{ranks}")
-            label = f"DDP (gloo), {ranks} rank{'s' if ranks > 1 else ''} x 1 lane"
+            label = f"DDP (gloo), {ranks} rank{'s' if ranks > 1 else ''} x 4 lanes"
             rows.append(row(label, summary, ranks=ranks))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     finally:
