@@ -56,6 +56,20 @@ def gather_counts(value: int) -> list[int]:
     return [int(t.item()) for t in everyone]
 
 
+@torch.no_grad()
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Replace every parameter's gradient by its mean over the ranks: one ``all_reduce`` of the
+    gradients flattened into one buffer (the same values on every rank afterwards)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or not initialized():
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, mean in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(mean)
+
+
 #: environment variables of one DDP launch (Lightning's subprocess launcher sets them in the
 #: parent; a second DDP job in the same process, e.g. the next job of a Hydra sweep, needs them
 #: gone to pick a new port and re-launch its own ranks)

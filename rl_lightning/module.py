@@ -17,12 +17,14 @@ import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.profilers import PassThroughProfiler
-from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.sequences import SequenceBatch
+from rl_lightning.distributed import average_gradients
 from rl_lightning.estimators.core import Estimator
 from rl_lightning.exploration import Exploration
 from rl_lightning.losses import TDLoss
@@ -100,10 +102,12 @@ class QLearningModule(pl.LightningModule):
     updates.
 
     The inner updates go straight to torch (``loss.backward()``, ``clip_grad_norm_``,
-    ``optimizer.step()``, Lightning's step counter kept) on a single device at 32-bit precision
-    with no profiler and nobody listening to Lightning's per-update hooks (``PER_UPDATE_HOOKS``,
-    ``backward``); otherwise, e.g. under DDP or mixed precision, through Lightning's
-    ``manual_backward`` / ``clip_gradients`` / ``LightningOptimizer.step``. The maths is the same.
+    ``optimizer.step()``, Lightning's step counter kept) on a single device or under DDP (one
+    all-reduce of the flattened gradients per update, DDP's own reducer switched off) at 32-bit
+    precision with no profiler and nobody listening to Lightning's per-update hooks
+    (``PER_UPDATE_HOOKS``, ``backward``); otherwise, e.g. under mixed precision, through
+    Lightning's ``manual_backward`` / ``clip_gradients`` / ``LightningOptimizer.step``. The maths
+    is the same.
 
     The loss's networks are registered here as ``q_network`` and ``target_network`` (the keys of
     checkpoints' ``state_dict``); ``estimator`` and ``exploration`` are the loss's.
@@ -165,6 +169,7 @@ class QLearningModule(pl.LightningModule):
         self.allow_direct_updates = True
         self._params: list[nn.Parameter] = []
         self._foreach_clip = False  # clip with two foreach kernels (see clip_grad_norm)
+        self._average_grads = False  # DDP on the direct path: all-reduce the gradients here
         self.learn_time_s = 0.0  # wall time inside learn(): updates, not collection (perf)
 
     @property
@@ -191,9 +196,11 @@ class QLearningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         trainer: Any = self.trainer
         listeners = [self, *trainer.callbacks]
+        strategy = trainer.strategy
+        ddp = type(strategy) is DDPStrategy and isinstance(strategy.model, DistributedDataParallel)
         self._direct = (
             self.allow_direct_updates
-            and type(trainer.strategy) is SingleDeviceStrategy
+            and (type(strategy) is SingleDeviceStrategy or ddp)
             and type(trainer.precision_plugin) is Precision
             and isinstance(trainer.profiler, PassThroughProfiler)
             and not is_overridden("backward", self, pl.LightningModule)
@@ -210,6 +217,11 @@ class QLearningModule(pl.LightningModule):
         trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
         # the lean zero_grad below clears exactly the optimizer's parameters
         self._direct = self._direct and trained == {id(p) for p in self._params}
+        # DDP on the direct path: one all-reduce of the flattened gradients per update here,
+        # instead of DDP's reducer (which Lightning prepares before each manual backward)
+        self._average_grads = bool(self._direct and ddp)
+        if self._average_grads:
+            strategy.model.require_backward_grad_sync = False
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         """Fetch the next item *now* -- the collector acts with the current weights -- and learn.
@@ -267,6 +279,8 @@ class QLearningModule(pl.LightningModule):
             for param in self._params:  # optimizer.zero_grad(set_to_none=True), lean
                 param.grad = None
             loss.backward()
+            if self._average_grads:  # DDP: the mean gradient of all ranks
+                average_gradients(self._params)
             if self.max_grad_norm is not None:  # the norm before clipping
                 norm = clip_grad_norm(self._params, self.max_grad_norm, self._foreach_clip)
             else:

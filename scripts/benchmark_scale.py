@@ -126,8 +126,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="benchmark_scale_"))
     try:
-        for mode in args.modes.split(","):
-            for lanes in map(int, args.lanes.split(",")):
+        for mode in filter(None, args.modes.split(",")):
+            for lanes in map(int, filter(None, args.lanes.split(","))):
                 overrides = [
                     *base,
                     f"env.num_envs={lanes}",
@@ -136,7 +136,7 @@ def main() -> None:
                 summary = rl_train(overrides, scratch / f"{mode}_{lanes}")
                 rows.append(row(f"{mode}, {lanes} lanes", summary, mode=mode, lanes=lanes))
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-        for ranks in map(int, args.ranks.split(",")):
+        for ranks in map(int, filter(None, args.ranks.split(","))):
             overrides = [*base, "trainer=ddp_cpu", f"trainer.devices={ranks}"]
             summary = rl_train(overrides, scratch / f"ddp_{ranks}")
             label = f"DDP (gloo), {ranks} rank{'s' if ranks > 1 else ''} x 4 lanes"
