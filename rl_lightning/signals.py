@@ -61,6 +61,9 @@ class StopSignals:
         return self.signum == signal.SIGUSR1 and bool(os.environ.get("SLURM_JOB_ID"))
 
     def install(self) -> None:
+        """Install the handlers (once: the members of an ensemble share one ``StopSignals``)."""
+        if self._previous:
+            return
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -14,10 +14,12 @@ parameters (a numpy acting plan reads them through zero-copy views). Measured ag
 loop over N modules, and hand-batched layers (``baddbmm``), which are faster for an MLP but
 would need a batched twin of every network part.
 
-Limits: networks with buffers (batchnorm) or randomness in the update (dropout, noisy layers)
-are refused (vmap would need a per-member random stream that matches the single runs'); the
-learning-rate schedule is one for all members (the mean of their env steps, exactly each
-member's when their counts agree, as they do with the default lanes and bursts).
+Each member keeps its own learning rate (the schedule in env steps, which members count apart):
+the optimizer steps at the initial rate and each member's step is scaled by its factor (every
+optimizer here -- Adam, RMSprop, SGD with momentum -- moves a parameter by the learning rate
+times a term that does not depend on it). Limits: networks with buffers (batchnorm) or
+randomness in the update (dropout, noisy layers) are refused (vmap would need a per-member
+random stream that matches the single runs').
 """
 
 from __future__ import annotations
@@ -138,8 +140,10 @@ class EnsembleLearner:
         self.max_grad_norm = template.max_grad_norm
         self.target_update = template.target_update
         self.updates = 0
-        #: members whose parameters no longer change (diverged)
+        #: members whose parameters no longer change (diverged, failed or done)
         self.frozen = torch.zeros(self.size, dtype=torch.bool)
+        #: each member's learning rate over the optimizer's (``anneal_lr``)
+        self.lr_factors = torch.ones(self.size)
         self._call = _LossCall(template)
         self._losses = vmap(self._member_loss)
 
@@ -167,14 +171,18 @@ class EnsembleLearner:
             param.grad = None
         loss.sum().backward()
         norm = self._clip()
-        frozen = self.frozen.any()
-        if frozen:
-            saved = [p.detach()[self.frozen].clone() for p in self.params]
+        # each member's step scaled by its own learning-rate factor (0: frozen); the optimizer
+        # itself runs at the initial learning rate
+        scale = self.lr_factors.masked_fill(self.frozen, 0.0)
+        scaled = bool((scale != 1.0).any())
+        if scaled:
+            before = [p.detach().clone() for p in self.params]
         self.optimizer.step()
-        if frozen:
+        if scaled:
             with torch.no_grad():
-                for param, old in zip(self.params, saved, strict=True):
-                    param[self.frozen] = old
+                for param, old in zip(self.params, before, strict=True):
+                    step = (param - old).mul_(scale.view(-1, *[1] * (param.dim() - 1)))
+                    param.copy_(old.add_(step))
         self.updates += 1
         self.target_update(self.online, self.target, self.updates)
         return loss.detach(), q_sa.detach(), y, norm
@@ -192,8 +200,27 @@ class EnsembleLearner:
                 g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))  # type: ignore[union-attr]
         return norm
 
+    def member_optimizer_state(self, member: int) -> dict[str, Any]:
+        """Member ``member``'s part of the optimizer's state, as the single run's optimizer
+        would hold it: every per-parameter tensor shaped like a stack sliced to the member."""
+        state = self.optimizer.state_dict()
+        sizes = [tuple(p.shape) for p in self.params]
+        per_param = {}
+        for index, values in state["state"].items():
+            per_param[index] = {
+                key: value[member].clone()
+                if isinstance(value, torch.Tensor) and tuple(value.shape) == sizes[index]
+                else value
+                for key, value in values.items()
+            }
+        return {"state": per_param, "param_groups": state["param_groups"]}
+
     def anneal_lr(self, env_steps: Sequence[int]) -> None:
-        """The members' shared learning-rate schedule at the mean of their env steps."""
-        template: Any = self.members[0]
-        if template.lr_end_factor != 1.0:
-            template._anneal_lr(self.optimizer, int(sum(env_steps) / len(env_steps)))
+        """Each member's learning rate at its own env steps (``QLearningModule._anneal_lr``'s
+        linear decay): the factor that scales the member's next steps."""
+        template = self.members[0]
+        if template.lr_end_factor == 1.0:
+            return
+        total = max(template.total_env_steps, 1)
+        progress = torch.tensor([min(1.0, s / total) for s in env_steps], dtype=torch.float64)
+        self.lr_factors = (1.0 - (1.0 - template.lr_end_factor) * progress).float()

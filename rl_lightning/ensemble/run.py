@@ -1,0 +1,315 @@
+"""N runs of one configuration with different seeds in one process (``train_ensemble``).
+
+Each member is a whole run -- its own env lanes, actor and exploration stream, replay buffer,
+callbacks (evaluation, rollout metrics, checkpoints), loggers, run dir and ``summary.json``
+(``run.RunRecord``) -- built by the same builders, in the same order, as the single run with its
+seed; only the learning is shared: one ``EnsembleLearner`` update for all members (vmapped over
+the stacked networks). The members' streams are driven in lockstep by a plain loop, not by a
+Lightning Trainer: each member's callbacks get a ``MemberTrainer``, which offers them what they
+read of a Trainer (its datamodule, loggers, callbacks, ``save_checkpoint``). A member that fails
+or diverges (a callback raises: the fault injection, a non-finite check before a checkpoint)
+gets its own summary status, is frozen and leaves the loop; the others go on.
+
+Not yet: resuming an ensemble, ``logger=wandb`` (one process, several active W&B runs), the
+Hydra launcher that packs a seed sweep into an ensemble.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rl_lightning.builders import (
+    build_callbacks,
+    build_datamodule,
+    build_module,
+    build_q_network,
+    check_accelerator,
+    make_env,
+)
+from rl_lightning.callbacks import EnvStepProgressBar
+from rl_lightning.checkpointing import buffer_checkpoint_choice
+from rl_lightning.data import ReplayDataModule
+from rl_lightning.data.buffer import TransitionBatch
+from rl_lightning.data.dataset import InterleavedUpdates
+from rl_lightning.ensemble.learner import EnsembleLearner
+from rl_lightning.loggers import build_loggers
+from rl_lightning.module import QLearningModule
+from rl_lightning.run import Run, RunRecord, build_watchdog
+from rl_lightning.signals import StopSignals
+from rl_lightning.validation import ConfigError
+
+#: config keys the members of one ensemble may set apart (the fault injection: tests of a
+#: member that fails while the others go on)
+PER_MEMBER_KEYS = ("seed", "fault_injection")
+
+
+class _OneProcess:
+    """The strategy of a single process, as the callbacks ask it (``RunCheckpointCallback``)."""
+
+    def barrier(self, name: str | None = None) -> None:
+        return None
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+        return decision
+
+
+class MemberTrainer:
+    """What a member's callbacks read of a Lightning Trainer, for one ensemble member."""
+
+    is_global_zero = True
+    world_size = 1
+    global_rank = 0
+    ckpt_path = None
+
+    def __init__(
+        self,
+        member: int,
+        learner: EnsembleLearner,
+        module: QLearningModule,
+        datamodule: ReplayDataModule,
+        loggers: list[Any],
+        callbacks: list[pl.Callback],
+    ) -> None:
+        self.member = member
+        self.learner = learner
+        self.module = module
+        self.datamodule = datamodule
+        self.loggers = loggers
+        self.callbacks = callbacks
+        self.strategy = _OneProcess()
+
+    def call(self, hook: str, *args: Any) -> None:
+        """Run ``hook`` of every callback of this member."""
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, self.module, *args)
+
+    def save_checkpoint(self, path: str) -> None:
+        """A checkpoint of this member in Lightning's layout (``rl-eval`` reads it): its
+        networks, its slice of the shared optimizer's state, its callbacks' and data side's
+        state, and what the module and callbacks add through their hooks."""
+        module = self.module
+        checkpoint: dict[str, Any] = {
+            "epoch": 0,
+            "global_step": module.updates,
+            "pytorch-lightning_version": pl.__version__,
+            "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "loops": {},
+            "optimizer_states": [self.learner.member_optimizer_state(self.member)],
+            "lr_schedulers": [],
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
+            type(self.datamodule).__qualname__: self.datamodule.state_dict(),
+        }
+        module.on_save_checkpoint(checkpoint)
+        self.call("on_save_checkpoint", checkpoint)
+        torch.save(checkpoint, path)
+
+
+class _Member:
+    """One member: its record (summary.json), its run's components, its stream."""
+
+    def __init__(self, record: RunRecord, run: Run, trainer: MemberTrainer) -> None:
+        self.record, self.run, self.trainer = record, run, trainer
+        self.stream: Iterator[Any] | None = None
+        self.last: Any = None  # its latest item (a frozen member's stand-in minibatches)
+        self.ended = False  # its stream ended: the budget is spent
+        self.failed = False  # an exception ended it (its record has written its summary)
+
+    @property
+    def module(self) -> QLearningModule:
+        return self.run.module
+
+    @property
+    def live(self) -> bool:
+        return not (self.ended or self.failed)
+
+
+def train_ensemble(
+    cfgs: Sequence[DictConfig], *, run_dirs: Sequence[Path], overrides: Sequence[list[str]]
+) -> list[dict[str, Any]]:
+    """Train ``len(cfgs)`` members (configs that differ only in ``seed``) in one process; each
+    writes ``run_dir/summary.json`` like a single run. Returns the members' summaries."""
+    shapes = []
+    for cfg in cfgs:
+        shape = cast(dict, OmegaConf.to_container(cfg, resolve=False))
+        shapes.append({k: v for k, v in shape.items() if k not in PER_MEMBER_KEYS})
+    if any(shape != shapes[0] for shape in shapes):
+        raise ConfigError(
+            f"ensemble members must share their configuration except {', '.join(PER_MEMBER_KEYS)}"
+        )
+    stop = StopSignals()
+    records = []
+    for cfg, run_dir, member_overrides in zip(cfgs, run_dirs, overrides, strict=True):
+        record = RunRecord(cfg, run_dir=run_dir, overrides=list(member_overrides))
+        record.stop = stop  # one set of signal flags for all members
+        records.append(record)
+    members: list[_Member] = []
+    try:
+        members = _build(records, list(cfgs), [list(o) for o in overrides])
+        _fit(members)
+        for member in members:
+            if not member.failed:
+                with _member_failures(member):
+                    member.record.finish()
+    except BaseException:
+        exc = sys.exc_info()
+        for k, record in enumerate(records):
+            if k >= len(members) or not members[k].failed:
+                record.__exit__(*exc)
+        raise
+    for member in members:
+        if not member.failed:
+            member.record.__exit__(None, None, None)
+    return [record.summary for record in records]
+
+
+def _build(
+    records: list[RunRecord], cfgs: list[DictConfig], overrides: list[list[str]]
+) -> list[_Member]:
+    """Each member's components in the single run's order (the random streams depend on it):
+    modules first, then the learner (it rebinds the networks' parameters to the stacks), then
+    the data sides (their numpy acting plans read the parameters), callbacks, loggers."""
+    started = []
+    for record, member_cfg, member_overrides in zip(records, cfgs, overrides, strict=True):
+        cfg, context, point = record.start(member_cfg, member_overrides)
+        if point is not None:
+            raise ConfigError("an ensemble cannot resume yet: resume its members one by one")
+        if cfg.logger.kind == "wandb":
+            raise ConfigError("an ensemble logs with logger=csv|tensorboard|none (W&B: not yet)")
+        check_accelerator(cfg)
+        torch.set_num_threads(int(cfg.torch_threads))
+        pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+        env = make_env(cfg)
+        exploration = instantiate(cfg.exploration)
+        q_network = build_q_network(cfg, env, exploration)
+        module = build_module(cfg, q_network, exploration)
+        started.append((record, cfg, context, env, q_network, module, exploration))
+    learner = EnsembleLearner([s[5] for s in started])
+    members = []
+    for k, (record, cfg, context, env, q_network, module, exploration) in enumerate(started):
+        datamodule = build_datamodule(
+            cfg, env, q_network, exploration, n_step=module.estimator.n_step
+        )
+        module.watchdog = build_watchdog(cfg, env, datamodule)
+        datamodule.save_buffer = buffer_checkpoint_choice(
+            cfg.checkpoint.save_buffer,
+            online=datamodule.dataset.online,
+            nbytes=datamodule.buffer.nbytes,
+        )
+        callbacks = [
+            c for c in build_callbacks(cfg, context) if not isinstance(c, EnvStepProgressBar)
+        ]
+        loggers = build_loggers(
+            cfg.logger,
+            run_dir=context.run_dir,
+            config=cast(dict, OmegaConf.to_container(cfg, resolve=True)),
+            overrides=list(context.overrides),
+        )
+        trainer = MemberTrainer(k, learner, module, datamodule, loggers, callbacks)
+        module._trainer = trainer  # type: ignore[assignment]  # module.loggers reads it
+        run = Run(cfg, context, env, q_network, module, datamodule, cast(Any, trainer))
+        record.watch(run)
+        members.append(_Member(record, run, trainer))
+    return members
+
+
+@contextlib.contextmanager
+def _member_failures(member: _Member) -> Iterator[None]:
+    """An exception of one member ends that member only: its record writes the status (failed,
+    diverged, interrupted) and the error into its summary; its weights are frozen."""
+    try:
+        yield
+    except Exception:
+        member.failed = True
+        member.trainer.learner.frozen[member.trainer.member] = True
+        member.record.__exit__(*sys.exc_info())
+
+
+def _fit(members: list[_Member]) -> None:
+    learner = members[0].trainer.learner
+    for member in members:
+        with _member_failures(member):
+            member.trainer.call("on_train_start")
+            member.stream = iter(member.run.datamodule.dataset)
+    batch_idx = 0
+    while True:
+        items: dict[int, Any] = {}
+        for k, member in enumerate(members):
+            if not member.live:
+                continue
+            with _member_failures(member):
+                assert member.stream is not None
+                item = next(member.stream, None)
+                if item is None:  # the budget is spent
+                    member.ended = True
+                    learner.frozen[k] = True
+                    member.trainer.call("on_train_end")
+                else:
+                    items[k] = member.last = item
+        if not items:
+            return
+        _learn(learner, members, items)
+        for k, item in items.items():
+            member = members[k]
+            if member.live:
+                with _member_failures(member):
+                    member.trainer.call("on_train_batch_end", None, item, batch_idx)
+        batch_idx += 1
+
+
+def _learn(learner: EnsembleLearner, members: list[_Member], items: dict[int, Any]) -> None:
+    """The updates of one training step for every member, each on its item's minibatches (a
+    member out of the loop -- frozen -- on stand-ins: its latest, or another member's)."""
+    first = next(iter(items.values()))
+    if isinstance(first, InterleavedUpdates):  # act, update, act, ... in lockstep
+        iterators = {k: iter(item) for k, item in items.items()}
+        while True:
+            fresh = {k: next(it, None) for k, it in iterators.items()}
+            if all(mb is None for mb in fresh.values()):
+                break
+            filler = next(mb for mb in fresh.values() if mb is not None)
+            minibatches = [fresh.get(k) or filler for k in range(len(members))]
+            _step(learner, members, minibatches, updated=[k for k, mb in fresh.items() if mb])
+    else:  # bursts: the learning rate set once, from the env steps before the burst
+        learner.anneal_lr([m.module.env_steps for m in members])
+        stand_in = [m.last if isinstance(m.last, TransitionBatch) else first for m in members]
+        for j in range(first.actions.shape[0]):
+            minibatches = [b.map(operator.itemgetter(j)) for b in stand_in]
+            _step(learner, members, minibatches, updated=list(items), anneal=False)
+    for k in items:
+        module = members[k].module
+        module.stats.steps_since_check.append((module.updates, module.env_steps))
+        if module.stats.unlogged() >= module.log_every_updates:
+            module._log_train_metrics()
+
+
+def _step(
+    learner: EnsembleLearner,
+    members: list[_Member],
+    minibatches: list[TransitionBatch],
+    *,
+    updated: list[int],
+    anneal: bool = True,
+) -> None:
+    """One update of every member; the counters and statistics of the members in ``updated``."""
+    start = time.perf_counter()
+    if anneal:  # interleaved: before each update, from the env steps before its acting
+        learner.anneal_lr([m.module.env_steps for m in members])
+    losses, q_sa, target, norm = learner.update(minibatches)
+    elapsed = time.perf_counter() - start
+    for k in updated:
+        module = members[k].module
+        module.env_steps = minibatches[k].env_steps
+        module.updates += 1
+        module.stats.add(losses[k], q_sa[k], target[k], norm[k], module.updates)
+        module.learn_time_s += elapsed / len(updated)
