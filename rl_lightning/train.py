@@ -17,9 +17,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydra_plugins.rl_lightning_ensemble import EnsembleLauncher
 from rl_lightning.config import register_schemas
 from rl_lightning.distributed import end_process_group, process_rank
 from rl_lightning.module import TrainingDiverged
@@ -35,6 +37,9 @@ log = logging.getLogger("rl_lightning")
 CONFIG_DIR = str(resources.files("rl_lightning.conf"))
 
 register_schemas()
+# hydra/launcher=ensemble: Hydra finds launchers by scanning the hydra_plugins namespace, which
+# an editable install's import hook hides from it, so the launcher is registered by hand
+Plugins.instance().register(EnsembleLauncher)
 
 
 def train(

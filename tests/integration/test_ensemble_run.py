@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import torch
+from test_sweeps import console_script, subprocess_env
 
 from rl_lightning.builders import load_q_network
 from rl_lightning.ensemble.run import train_ensemble
@@ -74,3 +76,47 @@ def test_a_failing_member_fails_alone(compose_config, tmp_path: Path) -> None:
     assert "InjectedFault" in members[1]["error"]
     assert 2500 <= members[1]["env_steps"] < 3000 and members[0]["env_steps"] >= 4000
     assert read_summary(tmp_path / "1")["status"] == "failed"
+
+
+def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: Path) -> None:
+    """Acceptance 3: ``rl-train -m seed=0,1,2,3,4 hydra/launcher=ensemble``: five run dirs with
+    a single run's files, from one ensemble, which ``rl-report`` reads unchanged."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            console_script("rl-train"),
+            "-m",
+            "seed=0,1,2,3,4",
+            "total_env_steps=1500",
+            "eval.every_env_steps=500",
+            "logger=csv",
+            "progress_bar=false",
+            "hydra/launcher=ensemble",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 5 jobs as 1 ensemble(s)" in proc.stdout + proc.stderr
+    for job in range(5):
+        run_dir = sweep / str(job)
+        summary = read_summary(run_dir)
+        assert summary["status"] == "completed" and summary["seed"] == job
+        assert summary["env_steps"] >= 1500 and len(summary["eval_history"]) == 2
+        assert (run_dir / ".hydra" / "config.yaml").is_file()
+        assert (run_dir / "csv" / "metrics.csv").is_file()
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    report = subprocess.run(
+        [console_script("rl-report"), str(sweep)],
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "1 groups, 0 failed runs" in report.stdout
+    assert "| 5 (0,1,2,3,4) | 0 |" in (sweep / "report" / "report.md").read_text()

@@ -1,0 +1,132 @@
+"""``hydra/launcher=ensemble``: a seed sweep packed into ensembles (many seeds in one process).
+
+    rl-train -m 'seed=range(10)' hydra/launcher=ensemble             # one process, 10 members
+    rl-train -m 'seed=range(10)' env=cartpole,acrobot hydra/launcher=ensemble   # 2 ensembles
+    rl-train -m 'seed=range(20)' hydra/launcher=ensemble hydra.launcher.max_members=10
+
+Jobs that differ only in ``seed`` (and ``fault_injection``) form one group; each group (in
+chunks of ``max_members``) trains as one ``rl_lightning.ensemble.train_ensemble`` call. Every job
+still gets its own output dir under the sweep dir, with ``.hydra/`` and the files a single run
+writes (``summary.json``, metrics, checkpoints), so ``rl-report`` reads the sweep unchanged. Hydra
+requires launchers to live in the ``hydra_plugins`` package; the logic is in ``rl_lightning``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+#: overrides that may differ inside one ensemble
+PER_MEMBER = ("seed", "fault_injection")
+
+
+@dataclass
+class EnsembleLauncherConf:
+    _target_: str = "hydra_plugins.rl_lightning_ensemble.EnsembleLauncher"
+    #: members per ensemble at most (None: every seed of a group in one process)
+    max_members: int | None = None
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf)
+
+
+def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that decide a job's group: all but the per-member ones."""
+    return tuple(
+        o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in PER_MEMBER
+    )
+
+
+class EnsembleLauncher(Launcher):
+    def __init__(self, max_members: int | None = None) -> None:
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from rl_lightning.ensemble.run import train_ensemble
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for idx, overrides in enumerate(job_overrides):
+            groups.setdefault(group_key(overrides), []).append(idx)
+        chunks = []
+        for indices in groups.values():
+            size = self.max_members or len(indices)
+            chunks += [indices[i : i + size] for i in range(0, len(indices), size)]
+        log.info(f"Launching {len(job_overrides)} jobs as {len(chunks)} ensemble(s)")
+        returns: list[JobReturn | None] = [None] * len(job_overrides)
+        for chunk in chunks:
+            members: list[dict[str, Any]] = []
+            for idx in chunk:
+                overrides = list(job_overrides[idx])
+                log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
+                members.append(self._prepare(overrides, initial_job_idx + idx))
+            summaries = train_ensemble(
+                [m["cfg"] for m in members],
+                run_dirs=[m["run_dir"] for m in members],
+                overrides=[m["overrides"] for m in members],
+            )
+            for idx, member, summary in zip(chunk, members, summaries, strict=True):
+                ret: JobReturn = member["return"]
+                ret.status = JobStatus.COMPLETED
+                ret.return_value = summary.get("eval_return_mean")
+                returns[idx] = ret
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [r for r in returns if r is not None]
+
+    def _prepare(self, overrides: list[str], idx: int) -> dict[str, Any]:
+        """The job's dir, ``.hydra/`` and config, made by Hydra's ``run_job`` around a task that
+        only records them (the ensemble trains the members afterwards, together)."""
+        assert self.config is not None and self.hydra_context is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        seen: dict[str, Any] = {}
+
+        def record(cfg: DictConfig) -> None:
+            from hydra.core.hydra_config import HydraConfig
+
+            hydra_cfg = HydraConfig.get()
+            seen["cfg"] = cfg
+            seen["run_dir"] = Path(hydra_cfg.runtime.output_dir)
+            seen["overrides"] = list(hydra_cfg.overrides.task)
+
+        seen["return"] = run_job(
+            hydra_context=self.hydra_context,
+            task_function=record,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        return seen
