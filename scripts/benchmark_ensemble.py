@@ -14,20 +14,33 @@ at 10, batch 64) on random minibatches, in one fresh process per N with one torc
 * ``bmm``: the same maths written by hand for this MLP with stacked weights and ``baddbmm`` (the
   "batched layers" design: a batched twin of every network part).
 
-Reports the median time of one update of all N members and per member; writes
-``benchmark_ensemble.json`` / ``.md`` to ``--out``.
+Reports the median time of one update of all N members and per member.
+
+``--part sweep`` (acceptance 2 of the ensembles issue): whole seed sweeps of the default run
+(50,000 env steps each, ``logger=none``), wall time from launch to the last summary, one after
+another: ``rl-train -m 'seed=range(10)' hydra/launcher=joblib hydra.launcher.n_jobs=2`` (10 single
+runs, 2 worker processes) against ``rl-train -m 'seed=range(N)' hydra/launcher=ensemble`` for each
+N (one process; ``torch_threads`` as given), with the peak resident memory of the process tree
+and the final greedy returns of every seed. Writes ``benchmark_ensemble[_sweep].json`` / ``.md``
+to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from fresh_process import measure, publish, serve
+from fresh_process import REPO, measure, publish, serve
 
 B = 64
 
@@ -153,18 +166,96 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sweep(launcher: list[str], seeds: int, steps: int, threads: int, out: Path) -> dict[str, Any]:
+    """One seed sweep through ``rl-train -m``: wall time, peak memory, every seed's return."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    script = Path(sys.executable).parent / "rl-train"
+    command = [
+        str(script) if script.exists() else "rl-train",
+        "-m",
+        f"seed=range({seeds})",
+        f"total_env_steps={steps}",
+        f"torch_threads={threads}",
+        "logger=none",
+        "progress_bar=false",
+        *launcher,
+        f"hydra.sweep.dir={out}",
+    ]
+    start = time.perf_counter()
+    log = out.with_suffix(".log")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+        # this child's usage (and its waited-for children's): ru_maxrss is the largest resident
+        # set among them, in KiB on Linux
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed:\n{log.read_text()[-3000:]}")
+    summaries = [json.loads((out / str(k) / "summary.json").read_text()) for k in range(seeds)]
+    env_steps = sum(s["env_steps"] for s in summaries)
+    return {
+        "wall_s": wall,
+        "env_steps": env_steps,
+        "env_steps_per_s": env_steps / wall,
+        "max_rss_mb": usage.ru_maxrss / 1024,
+        "returns": [s["eval_return_mean"] for s in summaries],
+    }
+
+
+def sweep_markdown(rows: list[dict[str, Any]]) -> str:
+    base = next(r for r in rows if r["setting"].startswith("10 single"))["env_steps_per_s"]
+    lines = [
+        "| setting | wall s | env-steps/s | vs 10 single runs (joblib, 2 workers) | peak RSS of the largest process, MB | final returns |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        returns = ", ".join(f"{x:.0f}" for x in r["returns"])
+        lines.append(
+            f"| {r['setting']} | {r['wall_s']:.0f} | {r['env_steps_per_s']:,.0f} | "
+            f"{r['env_steps_per_s'] / base:.2f}x | {r['max_rss_mb']:,.0f} | {returns} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("update", "sweep"), default="update")
     parser.add_argument("--members", default="1,2,5,10,20", help="ensemble sizes N")
     parser.add_argument("--updates", type=int, default=300, help="timed updates per design")
+    parser.add_argument("--steps", type=int, default=50_000, help="sweep: env steps per run")
+    parser.add_argument("--threads", type=int, default=1, help="sweep: torch threads")
     parser.add_argument("--out", type=Path, default=Path("."), help="where results go")
     args = parser.parse_args()
-    rows = [
-        measure(__file__, {"kind": "update", "members": int(n), "updates": args.updates})
-        for n in args.members.split(",")
-    ]
     args.out.mkdir(parents=True, exist_ok=True)
-    publish(args.out, "benchmark_ensemble", {"rows": rows}, markdown(rows))
+    sizes = [int(n) for n in args.members.split(",")]
+    if args.part == "update":
+        rows = [
+            measure(__file__, {"kind": "update", "members": n, "updates": args.updates})
+            for n in sizes
+        ]
+        publish(args.out, "benchmark_ensemble", {"rows": rows}, markdown(rows))
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="benchmark_ensemble_"))
+    try:
+        joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        rows = [
+            {
+                "setting": "10 single runs, joblib 2 workers",
+                **sweep(joblib, 10, args.steps, 1, scratch / "joblib"),
+            }
+        ]
+        print(rows[-1], flush=True)
+        for n in sizes:
+            result = sweep(
+                ["hydra/launcher=ensemble"], n, args.steps, args.threads, scratch / str(n)
+            )
+            rows.append({"setting": f"ensemble of {n}, {args.threads} thread(s)", **result})
+            print(rows[-1], flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report = {"steps": args.steps, "threads": args.threads, "rows": rows}
+    publish(args.out, "benchmark_ensemble_sweep", report, sweep_markdown(rows))
 
 
 if __name__ == "__main__":
