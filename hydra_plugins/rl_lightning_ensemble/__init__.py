@@ -4,7 +4,7 @@
     rl-train -m 'seed=range(10)' env=cartpole,acrobot hydra/launcher=ensemble   # 2 ensembles
     rl-train -m 'seed=range(20)' hydra/launcher=ensemble hydra.launcher.max_members=10
 
-Jobs that differ only in ``seed`` (and ``fault_injection``) form one group; each group (in
+Jobs that differ only in ``seed`` (and ``fault_injection``, ``resume``) form one group; each group (in
 chunks of ``max_members``) trains as one ``rl_lightning.ensemble.train_ensemble`` call. Every job
 still gets its own output dir under the sweep dir, with ``.hydra/`` and the files a single run
 writes (``summary.json``, metrics, checkpoints), so ``rl-report`` reads the sweep unchanged. Hydra
@@ -35,7 +35,7 @@ from omegaconf import DictConfig, open_dict
 log = logging.getLogger(__name__)
 
 #: overrides that may differ inside one ensemble
-PER_MEMBER = ("seed", "fault_injection")
+PER_MEMBER = ("seed", "fault_injection", "resume")
 
 
 @dataclass

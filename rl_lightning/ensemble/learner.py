@@ -215,6 +215,23 @@ class EnsembleLearner:
             }
         return {"state": per_param, "param_groups": state["param_groups"]}
 
+    def load_member_optimizer_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """The optimizer's state from the members' slices (``member_optimizer_state``)."""
+        sizes = [tuple(p.shape) for p in self.params]
+        stacked: dict[int, dict[str, Any]] = {}
+        for index in states[0]["state"]:
+            values = [s["state"][index] for s in states]
+            stacked[int(index)] = {
+                key: torch.stack([v[key] for v in values])
+                if isinstance(values[0][key], torch.Tensor)
+                and (len(self.members),) + tuple(values[0][key].shape) == sizes[int(index)]
+                else values[0][key]
+                for key in values[0]
+            }
+        self.optimizer.load_state_dict(
+            {"state": stacked, "param_groups": states[0]["param_groups"]}
+        )
+
     def anneal_lr(self, env_steps: Sequence[int]) -> None:
         """Each member's learning rate at its own env steps (``QLearningModule._anneal_lr``'s
         linear decay): the factor that scales the member's next steps."""

@@ -10,8 +10,9 @@ read of a Trainer (its datamodule, loggers, callbacks, ``save_checkpoint``). A m
 or diverges (a callback raises: the fault injection, a non-finite check before a checkpoint)
 gets its own summary status, is frozen and leaves the loop; the others go on.
 
-Not yet: resuming an ensemble, ``logger=wandb`` (one process, several active W&B runs), the
-Hydra launcher that packs a seed sweep into an ensemble.
+A stopped ensemble resumes from its members' checkpoints (``resume=auto``, or each member's
+``resume=<run dir>``; all members or none). Not yet: ``logger=wandb`` (one process, several
+active W&B runs).
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ from rl_lightning.data.dataset import InterleavedUpdates
 from rl_lightning.ensemble.learner import EnsembleLearner
 from rl_lightning.loggers import build_loggers
 from rl_lightning.module import QLearningModule
+from rl_lightning.resume import continue_csv_log
 from rl_lightning.run import Run, RunRecord, build_watchdog
 from rl_lightning.signals import StopSignals
 from rl_lightning.validation import ConfigError
 
-#: config keys the members of one ensemble may set apart (the fault injection: tests of a
-#: member that fails while the others go on)
-PER_MEMBER_KEYS = ("seed", "fault_injection")
+#: config keys the members of one ensemble may set apart (resume: each its own run dir; the
+#: fault injection: tests of a member that fails while the others go on)
+PER_MEMBER_KEYS = ("seed", "fault_injection", "resume")
 
 
 class _OneProcess:
@@ -182,8 +184,6 @@ def _build(
     started = []
     for record, member_cfg, member_overrides in zip(records, cfgs, overrides, strict=True):
         cfg, context, point = record.start(member_cfg, member_overrides)
-        if point is not None:
-            raise ConfigError("an ensemble cannot resume yet: resume its members one by one")
         if cfg.logger.kind == "wandb":
             raise ConfigError("an ensemble logs with logger=csv|tensorboard|none (W&B: not yet)")
         check_accelerator(cfg)
@@ -193,10 +193,12 @@ def _build(
         exploration = instantiate(cfg.exploration)
         q_network = build_q_network(cfg, env, exploration)
         module = build_module(cfg, q_network, exploration)
-        started.append((record, cfg, context, env, q_network, module, exploration))
+        started.append((record, cfg, context, env, q_network, module, exploration, point))
+    if len({s[7] is None for s in started}) != 1:
+        raise ConfigError("resume all members of an ensemble or none (resume=auto for all)")
     learner = EnsembleLearner([s[5] for s in started])
     members = []
-    for k, (record, cfg, context, env, q_network, module, exploration) in enumerate(started):
+    for k, (record, cfg, context, env, q_network, module, exploration, point) in enumerate(started):
         datamodule = build_datamodule(
             cfg, env, q_network, exploration, n_step=module.estimator.n_step
         )
@@ -214,13 +216,41 @@ def _build(
             run_dir=context.run_dir,
             config=cast(dict, OmegaConf.to_container(cfg, resolve=True)),
             overrides=list(context.overrides),
+            purge_step=point.state["env_steps"] if point is not None else None,
         )
+        if point is not None:
+            continue_csv_log(loggers, rows=point.state["csv_rows"])
         trainer = MemberTrainer(k, learner, module, datamodule, loggers, callbacks)
         module._trainer = trainer  # type: ignore[assignment]  # module.loggers reads it
-        run = Run(cfg, context, env, q_network, module, datamodule, cast(Any, trainer))
+        run = Run(cfg, context, env, q_network, module, datamodule, cast(Any, trainer), point)
         record.watch(run)
         members.append(_Member(record, run, trainer))
+    if started[0][7] is not None:
+        _restore(learner, members)
     return members
+
+
+def _restore(learner: EnsembleLearner, members: list[_Member]) -> None:
+    """Each member from its checkpoint (as ``trainer.fit(ckpt_path=...)`` restores a single
+    run: module hooks and weights, data side, callbacks), then the shared optimizer from the
+    members' slices of its state."""
+    slices = []
+    for member in members:
+        assert member.run.point is not None
+        ckpt = torch.load(member.run.point.checkpoint, map_location="cpu", weights_only=True)
+        module, trainer = member.module, member.trainer
+        module.on_load_checkpoint(ckpt)
+        with torch.no_grad():  # into the views: the stacks take the values
+            module.load_state_dict(ckpt["state_dict"])
+        trainer.datamodule.load_state_dict(ckpt[type(trainer.datamodule).__qualname__])
+        for callback in trainer.callbacks:
+            state = ckpt["callbacks"].get(callback.state_key)
+            if state is not None:
+                callback.load_state_dict(state)
+            callback.on_load_checkpoint(cast(Any, trainer), module, ckpt)
+        slices.append(ckpt["optimizer_states"][0])
+    learner.load_member_optimizer_states(slices)
+    learner.updates = members[0].module.updates
 
 
 @contextlib.contextmanager

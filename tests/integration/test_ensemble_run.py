@@ -120,3 +120,43 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
     assert report.returncode == 0, report.stderr[-3000:]
     assert "1 groups, 0 failed runs" in report.stdout
     assert "| 5 (0,1,2,3,4) | 0 |" in (sweep / "report" / "report.md").read_text()
+
+
+def test_a_crashed_ensemble_resumes_to_the_uninterrupted_weights(
+    compose_config, tmp_path: Path
+) -> None:
+    """Checkpoints and exact resume cover all members: an ensemble that crashes after its
+    2,000-env-step checkpoints and resumes ends bit-identical to one never stopped."""
+    base = [*BASE, "checkpoint.every_env_steps=1000", "eval.every_env_steps=1000"]
+    seeds = [0, 1]
+
+    def run(name: str, extra: list[str]) -> list[dict]:
+        overrides = [[*base, f"seed={s}", *extra] for s in seeds]
+        return train_ensemble(
+            [compose_config(o) for o in overrides],
+            run_dirs=[tmp_path / name / str(s) for s in seeds],
+            overrides=overrides,
+        )
+
+    reference = run("reference", [])
+    crashed = run("run", ["fault_injection.fail_at_env_steps=2200"])
+    assert [m["status"] for m in crashed] == ["failed", "failed"]
+    again = [
+        [f"resume={tmp_path / 'run' / str(s)}", "fault_injection.fail_at_env_steps=null"]
+        for s in seeds
+    ]
+    resumed = train_ensemble(
+        [compose_config(o) for o in again],
+        run_dirs=[tmp_path / "output" / str(s) for s in seeds],
+        overrides=again,
+    )
+    for ref, res, seed in zip(reference, resumed, seeds, strict=True):
+        assert res["status"] == "completed" and res["resumed_from"].endswith(".ckpt")
+        for key in ("env_steps", "episodes", "updates", "eval_returns", "eval_history"):
+            assert res[key] == ref[key], (seed, key)
+        a = torch.load(
+            tmp_path / "reference" / str(seed) / "checkpoints/last.ckpt", weights_only=True
+        )
+        b = torch.load(tmp_path / "run" / str(seed) / "checkpoints/last.ckpt", weights_only=True)
+        for key, tensor in a["state_dict"].items():
+            assert torch.equal(tensor, b["state_dict"][key]), (seed, key)
