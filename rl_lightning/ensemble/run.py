@@ -11,8 +11,8 @@ or diverges (a callback raises: the fault injection, a non-finite check before a
 gets its own summary status, is frozen and leaves the loop; the others go on.
 
 A stopped ensemble resumes from its members' checkpoints (``resume=auto``, or each member's
-``resume=<run dir>``; all members or none). Not yet: ``logger=wandb`` (one process, several
-active W&B runs).
+``resume=<run dir>``; all members or none). ``logger=wandb`` gives each member its own W&B run
+(``MemberWandbLogger``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from rl_lightning.data import ReplayDataModule
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.dataset import InterleavedUpdates
 from rl_lightning.ensemble.learner import EnsembleLearner
+from rl_lightning.ensemble.wandb_logger import MemberWandbLogger
 from rl_lightning.loggers import build_loggers
 from rl_lightning.module import QLearningModule
 from rl_lightning.resume import continue_csv_log
@@ -172,6 +173,7 @@ def train_ensemble(
     for member in members:
         if not member.failed:
             member.record.__exit__(None, None, None)
+            _finalize_loggers(member, "success")
     return [record.summary for record in records]
 
 
@@ -184,8 +186,6 @@ def _build(
     started = []
     for record, member_cfg, member_overrides in zip(records, cfgs, overrides, strict=True):
         cfg, context, point = record.start(member_cfg, member_overrides)
-        if cfg.logger.kind == "wandb":
-            raise ConfigError("an ensemble logs with logger=csv|tensorboard|none (W&B: not yet)")
         check_accelerator(cfg)
         torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
@@ -211,12 +211,24 @@ def _build(
         callbacks = [
             c for c in build_callbacks(cfg, context) if not isinstance(c, EnvStepProgressBar)
         ]
-        loggers = build_loggers(
-            cfg.logger,
-            run_dir=context.run_dir,
-            config=cast(dict, OmegaConf.to_container(cfg, resolve=True)),
-            overrides=list(context.overrides),
-            purge_step=point.state["env_steps"] if point is not None else None,
+        config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+        loggers: list[Any] = (
+            [
+                MemberWandbLogger(
+                    cfg.logger,
+                    run_dir=context.run_dir,
+                    config=config,
+                    overrides=list(context.overrides),
+                )
+            ]
+            if cfg.logger.kind == "wandb"
+            else build_loggers(
+                cfg.logger,
+                run_dir=context.run_dir,
+                config=config,
+                overrides=list(context.overrides),
+                purge_step=point.state["env_steps"] if point is not None else None,
+            )
         )
         if point is not None:
             continue_csv_log(loggers, rows=point.state["csv_rows"])
@@ -263,6 +275,12 @@ def _member_failures(member: _Member) -> Iterator[None]:
         member.failed = True
         member.trainer.learner.frozen[member.trainer.member] = True
         member.record.__exit__(*sys.exc_info())
+        _finalize_loggers(member, "failed")
+
+
+def _finalize_loggers(member: _Member, status: str) -> None:
+    for logger in member.trainer.loggers:
+        logger.finalize(status)
 
 
 def _fit(members: list[_Member]) -> None:

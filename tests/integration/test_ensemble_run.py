@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 
 import torch
-from test_sweeps import console_script, subprocess_env
+from test_sweeps import console_script, subprocess_env, wandb_records
 
 from rl_lightning.builders import load_q_network
 from rl_lightning.ensemble.run import train_ensemble
+from rl_lightning.loggers import run_group
 from rl_lightning.summary import read_summary
 from rl_lightning.train import train
 
@@ -89,7 +90,7 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
             "seed=0,1,2,3,4",
             "total_env_steps=1500",
             "eval.every_env_steps=500",
-            "logger=csv",
+            "logger=wandb",  # offline: one W&B run per member, all in one process
             "progress_bar=false",
             "hydra/launcher=ensemble",
             f"hydra.sweep.dir={sweep}",
@@ -102,14 +103,24 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Launching 5 jobs as 1 ensemble(s)" in proc.stdout + proc.stderr
+    run_ids = set()
     for job in range(5):
         run_dir = sweep / str(job)
         summary = read_summary(run_dir)
         assert summary["status"] == "completed" and summary["seed"] == job
         assert summary["env_steps"] >= 1500 and len(summary["eval_history"]) == 2
         assert (run_dir / ".hydra" / "config.yaml").is_file()
-        assert (run_dir / "csv" / "metrics.csv").is_file()
+        offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(offline) == 1  # the member's own W&B run, finished, in the seed group
+        records = list(wandb_records(offline[0]))
+        assert "exit" in [r.WhichOneof("record_type") for r in records]
+        run = next(r.run for r in records if r.HasField("run"))
+        assert (
+            run.run_group == run_group(summary["overrides"]) and f"seed={job}" not in run.run_group
+        )
+        run_ids.add(run.run_id)
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(run_ids) == 5
     report = subprocess.run(
         [console_script("rl-report"), str(sweep)],
         env=subprocess_env(tmp_path),
