@@ -63,11 +63,7 @@ def build_loggers(
             raise ValueError(f"logger.mode={cfg.mode!r} is not one of offline, online, disabled")
         wandb_kwargs: dict[str, Any] = dict(
             save_dir=str(run_dir),
-            project=cfg.project,
-            entity=cfg.entity,
-            group=cfg.group or run_group(overrides),
-            job_type=cfg.job_type,
-            tags=list(cfg.tags),
+            **wandb_run_names(cfg, overrides),
             config=config,
             offline=cfg.mode == "offline",
             mode=None if cfg.mode == "offline" else cfg.mode,
@@ -79,6 +75,18 @@ def build_loggers(
             return [online_wandb_logger(wandb_kwargs)]
         return [wandb_logger(**wandb_kwargs)]
     raise ValueError(f"logger.kind={kind!r} is not one of {KINDS}")
+
+
+def wandb_run_names(cfg: Any, overrides: list[str]) -> dict[str, Any]:
+    """Where a run goes in W&B: ``logger.project``, ``entity``, ``job_type``, ``tags`` and the
+    group (``logger.group``, else the overrides without the seed: ``run_group``)."""
+    return dict(
+        project=cfg.project,
+        entity=cfg.entity,
+        group=cfg.group or run_group(overrides),
+        job_type=cfg.job_type,
+        tags=list(cfg.tags),
+    )
 
 
 def wandb_logger(**kwargs: Any) -> WandbLogger:

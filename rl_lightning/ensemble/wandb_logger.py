@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from pytorch_lightning.loggers.logger import Logger
 
-from rl_lightning.loggers import run_group, wandb_unavailable_reason
+from rl_lightning.loggers import wandb_run_names, wandb_unavailable_reason
 
 
 class MemberWandbLogger(Logger):
@@ -33,11 +33,7 @@ class MemberWandbLogger(Logger):
         self.run = wandb.init(
             reinit="create_new",
             dir=str(run_dir),
-            project=cfg.project,
-            entity=cfg.entity,
-            group=cfg.group or run_group(overrides),
-            job_type=cfg.job_type,
-            tags=list(cfg.tags),
+            **wandb_run_names(cfg, overrides),
             config=config,
             mode=cast(Any, mode),  # offline | online | disabled (logger.mode, checked)
         )

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import torch
+from test_ddp import rl_train
 from test_sweeps import console_script, subprocess_env, wandb_records
 
 from rl_lightning.builders import load_q_network
@@ -83,25 +84,17 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
     """Acceptance 3: ``rl-train -m seed=0,1,2,3,4 hydra/launcher=ensemble``: five run dirs with
     a single run's files, from one ensemble, which ``rl-report`` reads unchanged."""
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            console_script("rl-train"),
-            "-m",
-            "seed=0,1,2,3,4",
-            "total_env_steps=1500",
-            "eval.every_env_steps=500",
-            "logger=wandb",  # offline: one W&B run per member, all in one process
-            "progress_bar=false",
-            "hydra/launcher=ensemble",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = rl_train(
+        tmp_path,
+        "-m",
+        "seed=0,1,2,3,4",
+        "total_env_steps=1500",
+        "eval.every_env_steps=500",
+        "logger=wandb",  # offline: one W&B run per member, all in one process
+        "progress_bar=false",
+        "hydra/launcher=ensemble",
+        f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Launching 5 jobs as 1 ensemble(s)" in proc.stdout + proc.stderr
     run_ids = set()
     for job in range(5):
