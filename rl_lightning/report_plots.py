@@ -34,7 +34,8 @@ def _colors(n: int) -> list[Any]:
 
 
 def _env_title(env_id: str) -> str:
-    return env_id or "environment not recorded"
+    """A figure title for ``env_id`` (``$`` escaped: matplotlib reads it as maths)."""
+    return env_id.replace("$", r"\$") if env_id else "environment not recorded"
 
 
 def plot_learning_curves(stats: Sequence[GroupStats], path: Path) -> Path:

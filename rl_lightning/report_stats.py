@@ -62,18 +62,19 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def _env_id(run_dir: Path) -> str:
-    """``env.id`` from the run's saved Hydra config, "" when there is none."""
-    import yaml
+    """``env.id`` from the run's saved Hydra config, resolved (``env=minatar`` stores
+    ``MinAtar/${minatar_id:${env.game}}-v1``); "" when there is none."""
+    from omegaconf import OmegaConf
+
+    import rl_lightning.config  # noqa: F401 - registers the ``minatar_id`` resolver
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         return ""
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        return str(OmegaConf.select(OmegaConf.load(path), "env.id", default=""))
+    except Exception:  # unreadable YAML, an interpolation that no longer resolves
         return ""
-    env = config.get("env") or {}
-    return str(env.get("id", "")) if isinstance(env, dict) else ""
 
 
 def _csv_curve(run_dir: Path, key: str = RETURN_KEY) -> np.ndarray:

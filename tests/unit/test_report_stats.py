@@ -217,3 +217,17 @@ def test_fixture_summaries_follow_the_contract() -> None:
     assert len(files) == 9
     for path in files:
         assert set(REQUIRED_KEYS) <= set(json.loads(path.read_text()))
+
+
+def test_env_id_is_resolved_from_the_saved_config(tmp_path) -> None:
+    """env=minatar saves ``MinAtar/${minatar_id:${env.game}}-v1``: the report names the game
+    (and a ``$`` left in a title would be read by matplotlib as maths)."""
+    from rl_lightning.report_plots import _env_title
+    from rl_lightning.report_stats import _env_id
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(
+        "env:\n  game: space_invaders\n  id: MinAtar/${minatar_id:${env.game}}-v1\n"
+    )
+    assert _env_id(tmp_path) == "MinAtar/SpaceInvaders-v1"
+    assert _env_title("a $b$ c") == r"a \$b\$ c"
