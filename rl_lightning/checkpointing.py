@@ -242,11 +242,12 @@ class RunCheckpointCallback(pl.Callback):
         # the stream's last step is saved as last.ckpt once training ends
         due = self.every_env_steps > 0 and self._next_save <= env_steps < dataset.total_env_steps
         signum = self.stop.signum
-        if trainer.world_size > 1:  # ranks count env steps apart: all save and stop together
-            strategy = trainer.strategy
-            due = strategy.reduce_boolean_decision(due, all=False)
-            if strategy.reduce_boolean_decision(signum is not None, all=False):
-                signum = signum or signal.SIGTERM
+        # DDP: ``due`` is the same on every rank (all ranks' env steps); a signal may reach one
+        # rank only, so that decision is shared: all ranks save and stop together
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(
+            signum is not None, all=False
+        ):
+            signum = signum or signal.SIGTERM
         if not (due or signum is not None):
             return
         pl_module.check_finite()  # raises TrainingDiverged: never checkpoint non-finite weights

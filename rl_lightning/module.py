@@ -311,13 +311,18 @@ class QLearningModule(pl.LightningModule):
         """(loss, Q(s_tm1, a_tm1) (B,), target (B,)) of one minibatch: ``self.loss(batch)``."""
         return self.loss(batch)
 
+    def lr_factor(self, env_steps: int) -> float:
+        """The learning rate at ``env_steps`` over the initial one: 1 - (1 - lr_end_factor) *
+        min(1, env_steps / total_env_steps)."""
+        progress = min(1.0, env_steps / max(self.total_env_steps, 1))
+        return 1.0 - (1.0 - self.lr_end_factor) * progress
+
     def _anneal_lr(self, optimizer: torch.optim.Optimizer, env_steps: int) -> None:
         """lr = lr_0 * (1 - (1 - lr_end_factor) * env_steps / total_env_steps), set once per
         batch from the env steps collected before the batch's burst (so the first burst learns
         at lr_0 and the last one not at the end value); interleaved: before every update, from
         the env steps before its acting."""
-        progress = min(1.0, env_steps / max(self.total_env_steps, 1))
-        factor = 1.0 - (1.0 - self.lr_end_factor) * progress
+        factor = self.lr_factor(env_steps)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * factor

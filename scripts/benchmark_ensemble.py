@@ -34,13 +34,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from fresh_process import REPO, measure, publish, serve
+from fresh_process import REPO, measure, publish, rl_train_command, serve, worker_env
 
 B = 64
 
@@ -168,10 +167,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def sweep(launcher: list[str], seeds: int, steps: int, threads: int, out: Path) -> dict[str, Any]:
     """One seed sweep through ``rl-train -m``: wall time, peak memory, every seed's return."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    script = Path(sys.executable).parent / "rl-train"
+    env = worker_env(threads)
     command = [
-        str(script) if script.exists() else "rl-train",
+        rl_train_command(),
         "-m",
         f"seed=range({seeds})",
         f"total_env_steps={steps}",

@@ -24,29 +24,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fresh_process import REPO, publish
+from fresh_process import REPO, publish, rl_train_command, worker_env
 
 MODES = {"native": "null", "sync": "sync", "async": "async"}
 
 
 def rl_train(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """One ``rl-train`` run in a fresh process; its summary.json."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONWARNINGS": "ignore",
-    }
-    script = Path(sys.executable).parent / "rl-train"
-    command = [str(script) if script.exists() else "rl-train", *overrides]
+    command = [rl_train_command(), *overrides]
     command += ["logger=none", "progress_bar=false", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        command, env=worker_env(), cwd=REPO, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{overrides} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads((run_dir / "summary.json").read_text())

@@ -19,18 +19,30 @@ RESULT_TAG = "FRESH_PROCESS_RESULT "
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(script: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``script --worker <spec>`` in a fresh process; its worker's result."""
-    env = {
+def worker_env(threads: int = 1) -> dict[str, str]:
+    """The environment of a measured process: ``threads`` torch threads, offline W&B."""
+    return {
         **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "PYTHONWARNINGS": "ignore",
     }
+
+
+def rl_train_command() -> str:
+    """``rl-train`` of this interpreter's environment (else the one on PATH)."""
+    script = Path(sys.executable).parent / "rl-train"
+    return str(script) if script.exists() else "rl-train"
+
+
+def measure(script: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``script --worker <spec>`` in a fresh process; its worker's result."""
     cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, env=worker_env(), cwd=REPO, capture_output=True, text=True, check=False
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"worker {spec} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

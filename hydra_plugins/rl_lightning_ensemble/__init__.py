@@ -34,9 +34,6 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
-#: overrides that may differ inside one ensemble
-PER_MEMBER = ("seed", "fault_injection", "resume")
-
 
 @dataclass
 class EnsembleLauncherConf:
@@ -49,9 +46,13 @@ ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=Ensem
 
 
 def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
-    """The overrides that decide a job's group: all but the per-member ones."""
+    """The overrides that decide a job's group: all but the per-member ones
+    (``ensemble.run.PER_MEMBER_KEYS``; imported here, not at the top: Hydra imports every
+    plugin module when it scans for plugins)."""
+    from rl_lightning.ensemble.run import PER_MEMBER_KEYS
+
     return tuple(
-        o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in PER_MEMBER
+        o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in PER_MEMBER_KEYS
     )
 
 

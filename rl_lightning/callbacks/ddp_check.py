@@ -53,7 +53,6 @@ class DDPConsistencyCheck(pl.Callback):
     ) -> None:
         self.every = max(1, int(every_training_steps))
         self.path = Path(context.run_dir) / "ddp_check.jsonl" if record else None
-        self.checks = 0
 
     def on_train_batch_end(  # type: ignore[override]
         self, trainer: pl.Trainer, pl_module: QLearningModule, outputs, batch, batch_idx: int
@@ -62,7 +61,6 @@ class DDPConsistencyCheck(pl.Callback):
             return
         online = gather_counts(fingerprint(_weights(pl_module.q_network)))
         target = gather_counts(fingerprint(_weights(pl_module.target_network)))
-        self.checks += 1
         if self.path is not None:
             buffer = trainer.datamodule.buffer  # type: ignore[attr-defined]
             record: dict[str, Any] = {

@@ -233,11 +233,9 @@ class EnsembleLearner:
         )
 
     def anneal_lr(self, env_steps: Sequence[int]) -> None:
-        """Each member's learning rate at its own env steps (``QLearningModule._anneal_lr``'s
-        linear decay): the factor that scales the member's next steps."""
+        """Each member's learning rate at its own env steps (``QLearningModule.lr_factor``): the
+        factor that scales the member's next steps."""
         template = self.members[0]
         if template.lr_end_factor == 1.0:
             return
-        total = max(template.total_env_steps, 1)
-        progress = torch.tensor([min(1.0, s / total) for s in env_steps], dtype=torch.float64)
-        self.lr_factors = (1.0 - (1.0 - template.lr_end_factor) * progress).float()
+        self.lr_factors = torch.tensor([template.lr_factor(s) for s in env_steps])
