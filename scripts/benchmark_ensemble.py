@@ -1,5 +1,5 @@
-"""One TD update of N members on this machine: the ensemble's vmapped update against a Python loop
-over N single modules and against hand-batched layers.
+"""One TD update of N members on this machine: the ensemble's update against a Python loop
+over N single modules, with vmap or with hand-batched layers.
 
     python scripts/benchmark_ensemble.py                  # N = 1, 2, 5, 10, 20
     python scripts/benchmark_ensemble.py --members 1,10 --updates 50
@@ -9,10 +9,11 @@ at 10, batch 64) on random minibatches, in one fresh process per N with one torc
 
 * ``loop``: N ``QLearningModule`` losses, ``backward``, ``clip_grad_norm_`` and Adam steps, one
   member after another (what N single runs cost in one process);
-* ``vmap``: ``EnsembleLearner.update`` (``torch.func.vmap`` over ``functional_call`` of the
-  template member's TDLoss, per-member clipping, one Adam over the stacked parameters);
-* ``bmm``: the same maths written by hand for this MLP with stacked weights and ``baddbmm`` (the
-  "batched layers" design: a batched twin of every network part).
+* ``vmap``: ``EnsembleLearner(design="vmap").update`` (``torch.func.vmap`` over
+  ``functional_call`` of the template member's TDLoss, per-member clipping, one Adam over the
+  stacked parameters);
+* ``batched``: ``EnsembleLearner(design="batched").update``, the same with hand-batched layers
+  (``ensemble/batched.py``: ``baddbmm`` over the stacked weights), the default where supported.
 
 Reports the median time of one update of all N members and per member.
 
@@ -92,56 +93,17 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             torch.nn.utils.clip_grad_norm_(module.q_network.parameters(), 10.0)
             optimizer.step()
 
-    learner = EnsembleLearner(members)
+    vmap_learner = EnsembleLearner(copy.deepcopy(members), design="vmap")
+    batched_learner = EnsembleLearner(members, design="batched")
 
     def vmapped() -> None:
-        learner.update(batches)
+        vmap_learner.update(batches)
 
-    # hand-batched layers: (N, B, in) @ (N, in, out) + (N, 1, out)
-    linears = [
-        [m for m in s.q_network.modules() if isinstance(m, torch.nn.Linear)] for s in singles
-    ]
-    weights = [
-        torch.stack([ls[i].weight.detach().t() for ls in linears]).requires_grad_()
-        for i in range(3)
-    ]
-    biases = [
-        torch.stack([ls[i].bias.detach() for ls in linears]).unsqueeze(1).requires_grad_()
-        for i in range(3)
-    ]
-    target_w = [w.detach().clone() for w in weights]
-    target_b = [b.detach().clone() for b in biases]
-    params = weights + biases
-    optimizer = instantiate(cfg.optim)(params)
-    stacked = {
-        f: torch.stack([getattr(b, f) for b in batches]) for f in TransitionBatch._fields[:7]
-    }
-
-    def forward(ws: list, bs: list, x: Any) -> Any:
-        h = torch.relu(torch.baddbmm(bs[0], x, ws[0]))
-        h = torch.relu(torch.baddbmm(bs[1], h, ws[1]))
-        return torch.baddbmm(bs[2], h, ws[2])
-
-    def bmm() -> None:
-        with torch.no_grad():
-            best = forward(weights, biases, stacked["next_obs"]).argmax(2, keepdim=True)
-            q_t = forward(target_w, target_b, stacked["next_obs"]).gather(2, best).squeeze(2)
-            y = stacked["rewards"][..., 0] + 0.98 * (1 - stacked["terminated"]) * q_t
-        q = forward(weights, biases, stacked["obs"])
-        q_sa = q.gather(2, stacked["actions"].unsqueeze(2)).squeeze(2)
-        loss = torch.nn.functional.smooth_l1_loss(q_sa, y, reduction="none").mean(1)
-        for p in params:
-            p.grad = None
-        loss.sum().backward()
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
-        coef = torch.clamp(10.0 / (norm + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
-        optimizer.step()
+    def batched() -> None:
+        batched_learner.update(batches)
 
     result: dict[str, Any] = {"members": n}
-    for name, fn in (("loop", loop), ("vmap", vmapped), ("bmm", bmm)):
+    for name, fn in (("loop", loop), ("vmap", vmapped), ("batched", batched)):
         for _ in range(20):
             fn()
         times = []
@@ -155,13 +117,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| members N | loop: µs per update of all (per member) | vmap (EnsembleLearner) | bmm (hand-batched MLP) | vmap vs loop |",
+        "| members N | loop: µs per update of all (per member) | vmap | batched | batched vs loop |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         n = r["members"]
-        cells = [f"{r[k]:,.0f} ({r[k] / n:,.0f})" for k in ("loop", "vmap", "bmm")]
-        lines.append(f"| {n} | {' | '.join(cells)} | {r['loop'] / r['vmap']:.2f}x |")
+        cells = [f"{r[k]:,.0f} ({r[k] / n:,.0f})" for k in ("loop", "vmap", "batched")]
+        lines.append(f"| {n} | {' | '.join(cells)} | {r['loop'] / r['batched']:.2f}x |")
     return "\n".join(lines)
 
 

@@ -3,9 +3,12 @@
     rl-train -m 'seed=range(10)' hydra/launcher=ensemble             # one process, 10 members
     rl-train -m 'seed=range(10)' env=cartpole,acrobot hydra/launcher=ensemble   # 2 ensembles
     rl-train -m 'seed=range(20)' hydra/launcher=ensemble hydra.launcher.max_members=10
+    rl-train -m 'seed=range(10)' hydra/launcher=ensemble hydra.launcher.n_jobs=2  # 2 x 5, in parallel
 
 Jobs that differ only in ``seed`` (and ``fault_injection``, ``resume``) form one group; each group (in
-chunks of ``max_members``) trains as one ``rl_lightning.ensemble.train_ensemble`` call. Every job
+chunks of ``max_members``) trains as one ``rl_lightning.ensemble.train_ensemble`` call. With
+``n_jobs`` > 1 the ensembles train in that many worker processes at once (one per CPU core, or
+per GPU), and the largest are halved until there are at least ``n_jobs`` of them. Every job
 still gets its own output dir under the sweep dir, with ``.hydra/`` and the files a single run
 writes (``summary.json``, metrics, checkpoints), so ``rl-report`` reads the sweep unchanged. Hydra
 requires launchers to live in the ``hydra_plugins`` package; the logic is in ``rl_lightning``.
@@ -14,7 +17,9 @@ requires launchers to live in the ``hydra_plugins`` package; the logic is in ``r
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +43,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class EnsembleLauncherConf:
     _target_: str = "hydra_plugins.rl_lightning_ensemble.EnsembleLauncher"
-    #: members per ensemble at most (None: every seed of a group in one process)
+    #: members per ensemble at most (None: every seed of a group in one ensemble)
     max_members: int | None = None
+    #: ensembles trained at once, each in its own worker process (1: in this process)
+    n_jobs: int = 1
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf)
@@ -56,9 +63,45 @@ def group_key(overrides: Sequence[str]) -> tuple[str, ...]:
     )
 
 
+def split(groups: Sequence[list[int]], max_members: int | None, n_jobs: int) -> list[list[int]]:
+    """Each group in chunks of at most ``max_members``; then the largest chunk halved until
+    there are ``n_jobs`` chunks (or every chunk has one member)."""
+    chunks = []
+    for indices in groups:
+        size = max_members or len(indices)
+        chunks += [indices[i : i + size] for i in range(0, len(indices), size)]
+    while len(chunks) < n_jobs:
+        largest = max(range(len(chunks)), key=lambda c: len(chunks[c]))
+        whole = chunks[largest]
+        if len(whole) < 2:
+            break
+        half = (len(whole) + 1) // 2
+        chunks[largest : largest + 1] = [whole[:half], whole[half:]]
+    return chunks
+
+
+def _train(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ensemble (in a worker process when ``n_jobs`` > 1)."""
+    from rl_lightning.ensemble.run import train_ensemble
+
+    if multiprocessing.parent_process() is not None:  # a spawned worker: log to the console
+        logging.basicConfig(
+            level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+        )
+
+    return train_ensemble(
+        [m["cfg"] for m in members],
+        run_dirs=[m["run_dir"] for m in members],
+        overrides=[m["overrides"] for m in members],
+    )
+
+
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int | None = None) -> None:
+    def __init__(self, max_members: int | None = None, n_jobs: int = 1) -> None:
+        if n_jobs < 1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs} must be >= 1")
         self.max_members = max_members
+        self.n_jobs = n_jobs
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -71,8 +114,6 @@ class EnsembleLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from rl_lightning.ensemble.run import train_ensemble
-
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -80,29 +121,41 @@ class EnsembleLauncher(Launcher):
         groups: dict[tuple[str, ...], list[int]] = {}
         for idx, overrides in enumerate(job_overrides):
             groups.setdefault(group_key(overrides), []).append(idx)
-        chunks = []
-        for indices in groups.values():
-            size = self.max_members or len(indices)
-            chunks += [indices[i : i + size] for i in range(0, len(indices), size)]
-        log.info(f"Launching {len(job_overrides)} jobs as {len(chunks)} ensemble(s)")
-        returns: list[JobReturn | None] = [None] * len(job_overrides)
+        chunks = split(list(groups.values()), self.max_members, self.n_jobs)
+        log.info(
+            f"Launching {len(job_overrides)} jobs as {len(chunks)} ensemble(s)"
+            + (f", {self.n_jobs} at a time" if self.n_jobs > 1 else "")
+        )
+        prepared = []
         for chunk in chunks:
             members: list[dict[str, Any]] = []
             for idx in chunk:
                 overrides = list(job_overrides[idx])
                 log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
                 members.append(self._prepare(overrides, initial_job_idx + idx))
-            summaries = train_ensemble(
-                [m["cfg"] for m in members],
-                run_dirs=[m["run_dir"] for m in members],
-                overrides=[m["overrides"] for m in members],
-            )
+            prepared.append(members)
+        returns: list[JobReturn | None] = [None] * len(job_overrides)
+
+        def collect(chunk: list[int], members: list[dict[str, Any]], summaries: list) -> None:
             for idx, member, summary in zip(chunk, members, summaries, strict=True):
                 ret: JobReturn = member["return"]
                 ret.status = JobStatus.COMPLETED
                 ret.return_value = summary.get("eval_return_mean")
                 returns[idx] = ret
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        if self.n_jobs == 1:
+            for chunk, members in zip(chunks, prepared, strict=True):
+                collect(chunk, members, _train(members))
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        else:  # spawned workers: no state of this process (torch threads, signal handlers)
+            payloads = [
+                [{k: m[k] for k in ("cfg", "run_dir", "overrides")} for m in ms] for ms in prepared
+            ]
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
+                futures = [pool.submit(_train, payload) for payload in payloads]
+                for chunk, members, future in zip(chunks, prepared, futures, strict=True):
+                    collect(chunk, members, future.result())
         return [r for r in returns if r is not None]
 
     def _prepare(self, overrides: list[str], idx: int) -> dict[str, Any]:

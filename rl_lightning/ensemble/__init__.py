@@ -1,5 +1,5 @@
-"""Many seeds in one process: N independent runs of one configuration, learning in one vmapped
-update (``EnsembleLearner``)."""
+"""Many seeds in one process: N independent runs of one configuration, learning in one batched
+update (``EnsembleLearner``: hand-batched layers, or vmap)."""
 
 from rl_lightning.ensemble.learner import EnsembleLearner, check_members
 

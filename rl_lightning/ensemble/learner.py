@@ -1,25 +1,27 @@
-"""N independent learners in one: the members' networks stacked, one vmapped TD update for all.
+"""N independent learners in one: the members' networks stacked, one batched TD update for all.
 
 Each member is a ``QLearningModule`` built exactly as a single run with that member's seed
 builds it (same initial weights, same loss, estimator and target update). ``EnsembleLearner``
 stacks the members' online and target parameters along a new leading dimension and rebinds each
 member's own parameters as views of its slice, so a member's network (its actor, its evaluation,
 its checkpoint) always sees the stacked values. An update computes every member's loss on its
-own minibatch in one ``torch.func.vmap`` over ``functional_call`` of the template member's
-``TDLoss``, backpropagates their sum (member k's gradient depends on member k's loss only),
-clips each member's gradient norm on its own, and takes one step of the configured optimizer
-over the stacked parameters: Adam, RMSprop and SGD are elementwise, so one optimizer over the
-stacks is N independent optimizers. Build it before anything keeps references to the members'
-parameters (a numpy acting plan reads them through zero-copy views). Measured against the alternatives in docs/perf.md: a Python
-loop over N modules, and hand-batched layers (``baddbmm``), which are faster for an MLP but
-would need a batched twin of every network part.
+own minibatch in one pass over the stacks -- with hand-batched layers (``ensemble/batched.py``:
+``baddbmm`` over the stacked weights) where the network's parts have a batched twin (MLP
+encoders, linear and dueling heads, the plain TD loss), else with ``torch.func.vmap`` over
+``functional_call`` of the template member's loss (any network: CNNs, distributional heads) --
+backpropagates their sum (member k's gradient depends on member k's loss only), clips each
+member's gradient norm on its own, and takes one step of the configured optimizer over the
+stacked parameters: Adam, RMSprop and SGD are elementwise, so one optimizer over the stacks is N
+independent optimizers. Build it before anything keeps references to the members' parameters (a
+numpy acting plan reads them through zero-copy views). The designs against a Python loop over N
+modules: docs/perf.md.
 
 Each member keeps its own learning rate (the schedule in env steps, which members count apart):
 the optimizer steps at the initial rate and each member's step is scaled by its factor (every
 optimizer here -- Adam, RMSprop, SGD with momentum -- moves a parameter by the learning rate
-times a term that does not depend on it). Limits: networks with buffers (batchnorm) or
+times a term that does not depend on it). Limits: batchnorm (statistics in buffers) and
 randomness in the update (dropout, noisy layers) are refused (vmap would need a per-member
-random stream that matches the single runs').
+random stream that matches the single runs'); constant buffers (a C51 support) are shared.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from rl_lightning.data.buffer import TransitionBatch
+from rl_lightning.ensemble import batched
 from rl_lightning.module import QLearningModule
 
 #: the minibatch fields that are stacked over members (``env_steps`` stays a plain int)
@@ -68,6 +71,16 @@ class _LossCall(nn.Module):
         return self._loss(batch)
 
 
+def join(minibatches: Sequence[TransitionBatch]) -> TransitionBatch:
+    """The members' minibatches ``(B, ...)`` as one batch ``(N * B, ...)``, member-major, at the
+    members' mean env-step count (what an estimator reading the behaviour's epsilon sees)."""
+    if any(b.weights is not None for b in minibatches):
+        raise ValueError("an ensemble learns from uniform replay (no importance weights)")
+    fields = {f: torch.cat([getattr(b, f) for b in minibatches]) for f in FIELDS}
+    env_steps = int(sum(b.env_steps for b in minibatches) / len(minibatches))
+    return TransitionBatch(**fields, env_steps=env_steps)
+
+
 def _rebind(network: nn.Module, stacks: Sequence[torch.Tensor], member: int) -> None:
     """Make ``network``'s parameters views of slice ``member`` of ``stacks`` (same order)."""
     names = [name for name, _ in network.named_parameters()]
@@ -86,11 +99,16 @@ def check_members(members: Sequence[QLearningModule]) -> None:
     for member in members[1:]:
         if [(n, p.shape) for n, p in member.q_network.named_parameters()] != shapes:
             raise ValueError("ensemble members must share one architecture (parameter shapes)")
-    if any(True for _ in template.q_network.buffers()):
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in template.q_network.modules()):
         raise ValueError(
             "an ensemble cannot stack networks with buffers (batchnorm statistics): use "
             "arch.encoder.norm=none or layernorm, or single runs"
         )
+    buffers = [b for _, b in template.q_network.named_buffers()]
+    for member in members[1:]:  # constants (a C51 support) are read from the template
+        theirs = [b for _, b in member.q_network.named_buffers()]
+        if len(theirs) != len(buffers) or not all(map(torch.equal, buffers, theirs)):
+            raise ValueError("ensemble members' networks must hold the same constant buffers")
     random_parts = [
         type(m).__name__
         for m in template.q_network.modules()
@@ -108,9 +126,12 @@ class EnsembleLearner:
 
     Args:
         members: the members' modules, each built as the single run with its seed would be.
+        design: ``batched`` (hand-batched layers, ``ensemble/batched.py``; networks and losses
+            that ``batched.supports``), ``vmap`` (any network), or ``auto``: batched where
+            supported, else vmap.
     """
 
-    def __init__(self, members: Sequence[QLearningModule]) -> None:
+    def __init__(self, members: Sequence[QLearningModule], design: str = "auto") -> None:
         check_members(members)
         self.members = list(members)
         template = self.members[0]
@@ -144,8 +165,26 @@ class EnsembleLearner:
         self.frozen = torch.zeros(self.size, dtype=torch.bool)
         #: each member's learning rate over the optimizer's (``anneal_lr``)
         self.lr_factors = torch.ones(self.size)
-        self._call = _LossCall(template)
-        self._losses = vmap(self._member_loss)
+        #: "batched" (hand-batched layers, ``ensemble/batched.py``) or "vmap"
+        supported = batched.supports(template.q_network, template.loss)
+        if design not in ("auto", "batched", "vmap"):
+            raise ValueError(f"design={design!r} is not one of auto, batched, vmap")
+        if design == "batched" and not supported:
+            raise ValueError("these members' network or loss has no hand-batched twin: use vmap")
+        self.design = "vmap" if design == "vmap" or not supported else "batched"
+        if self.design == "batched":
+            online_net = batched.BatchedNetwork(template.q_network, names, self.online, self.size)
+            target_net = None
+            if self.target is not None:
+                target_net = batched.BatchedNetwork(
+                    template.q_network, names, self.target, self.size
+                )
+            self._loss = batched.batched_loss(template.loss, online_net, target_net)
+            self._losses = self._batched_losses
+        else:
+            self._call = _LossCall(template)
+            self._vmapped = vmap(self._member_loss)
+            self._losses = self._vmapped_losses
 
     def _member_loss(
         self, online: list[torch.Tensor], target: list[torch.Tensor] | None, *fields: torch.Tensor
@@ -156,17 +195,17 @@ class EnsembleLearner:
         return functional_call(self._call, params, fields)
 
     def update(
-        self, minibatches: Sequence[TransitionBatch]
+        self, minibatches: TransitionBatch | Sequence[TransitionBatch]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step per member on its minibatch ``(B, ...)``, then the target update.
-        Returns (loss (N,), Q(s_tm1, a_tm1) (N, B), target (N, B), gradient norm before
-        clipping (N,)); a frozen member's values are computed but its parameters stay."""
-        if any(b.weights is not None for b in minibatches):
+        """One optimizer step per member on its minibatch of B transitions, then the target
+        update. ``minibatches``: the members' own, or (``join``) all of them concatenated
+        member-major, ``(N * B, ...)``. Returns (loss (N,), Q(s_tm1, a_tm1) (N, B), target
+        (N, B), gradient norm before clipping (N,)); a frozen member's values are computed but
+        its parameters stay."""
+        batch = minibatches if isinstance(minibatches, TransitionBatch) else join(minibatches)
+        if batch.weights is not None:
             raise ValueError("an ensemble learns from uniform replay (no importance weights)")
-        fields = [torch.stack([getattr(b, f) for b in minibatches]) for f in FIELDS]
-        self._call.env_steps = int(sum(b.env_steps for b in minibatches) / len(minibatches))
-        target = list(self.target.stacked) if self.target is not None else None
-        loss, q_sa, y = self._losses(self.params, target, *fields)
+        loss, q_sa, y = self._losses(batch)
         for param in self.params:
             param.grad = None
         loss.sum().backward()
@@ -186,6 +225,27 @@ class EnsembleLearner:
         self.updates += 1
         self.target_update(self.online, self.target, self.updates)
         return loss.detach(), q_sa.detach(), y, norm
+
+    def _batched_losses(
+        self, batch: TransitionBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The members' losses (N,), Q(s_tm1, a_tm1) and targets (N, B) through the batched
+        networks: the single run's per-sample maths on N * B rows."""
+        loss = self._loss
+        target = loss.td_target(batch)
+        q_sa = loss._q_values(batch.obs, batch.actions)
+        per_sample = loss._per_sample(q_sa, target).view(self.size, -1)
+        return per_sample.mean(1), q_sa.view(self.size, -1), target.view(self.size, -1)
+
+    def _vmapped_losses(
+        self, batch: TransitionBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same through vmap over ``functional_call`` of the template member's loss."""
+        fields = [getattr(batch, f) for f in FIELDS]
+        fields = [f.view(self.size, -1, *f.shape[1:]) for f in fields]
+        self._call.env_steps = batch.env_steps
+        target = list(self.target.stacked) if self.target is not None else None
+        return self._vmapped(self.params, target, *fields)  # type: ignore[no-any-return]
 
     @torch.no_grad()
     def _clip(self) -> torch.Tensor:

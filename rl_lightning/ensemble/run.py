@@ -18,7 +18,6 @@ A stopped ensemble resumes from its members' checkpoints (``resume=auto``, or ea
 from __future__ import annotations
 
 import contextlib
-import operator
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,7 @@ from rl_lightning.checkpointing import buffer_checkpoint_choice
 from rl_lightning.data import ReplayDataModule
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.dataset import InterleavedUpdates
-from rl_lightning.ensemble.learner import EnsembleLearner
+from rl_lightning.ensemble.learner import FIELDS, EnsembleLearner, join
 from rl_lightning.ensemble.wandb_logger import MemberWandbLogger
 from rl_lightning.loggers import build_loggers
 from rl_lightning.module import QLearningModule
@@ -327,13 +326,20 @@ def _learn(learner: EnsembleLearner, members: list[_Member], items: dict[int, An
                 break
             filler = next(mb for mb in fresh.values() if mb is not None)
             minibatches = [fresh.get(k) or filler for k in range(len(members))]
-            _step(learner, members, minibatches, updated=[k for k, mb in fresh.items() if mb])
+            updated = [k for k, mb in fresh.items() if mb]
+            # interleaved: the learning rate before each update, from the env steps before it
+            learner.anneal_lr([m.module.env_steps for m in members])
+            _step(learner, members, join(minibatches), minibatches, updated)
     else:  # bursts: the learning rate set once, from the env steps before the burst
         learner.anneal_lr([m.module.env_steps for m in members])
         stand_in = [m.last if isinstance(m.last, TransitionBatch) else first for m in members]
+        # the members' K minibatches (K, B, ...) joined once per burst: (K, N * B, ...)
+        fields = [torch.cat([getattr(b, f) for b in stand_in], dim=1) for f in FIELDS]
+        env_steps = int(sum(b.env_steps for b in stand_in) / len(stand_in))
         for j in range(first.actions.shape[0]):
-            minibatches = [b.map(operator.itemgetter(j)) for b in stand_in]
-            _step(learner, members, minibatches, updated=list(items), anneal=False)
+            rows = {name: f[j] for name, f in zip(FIELDS, fields, strict=True)}
+            batch = TransitionBatch(**rows, env_steps=env_steps)
+            _step(learner, members, batch, stand_in, list(items))
     for k in items:
         module = members[k].module
         module.stats.steps_since_check.append((module.updates, module.env_steps))
@@ -344,16 +350,14 @@ def _learn(learner: EnsembleLearner, members: list[_Member], items: dict[int, An
 def _step(
     learner: EnsembleLearner,
     members: list[_Member],
+    batch: TransitionBatch,
     minibatches: list[TransitionBatch],
-    *,
     updated: list[int],
-    anneal: bool = True,
 ) -> None:
-    """One update of every member; the counters and statistics of the members in ``updated``."""
+    """One update of every member on ``batch`` (their minibatches joined); the counters and
+    statistics of the members in ``updated`` (each at its minibatch's env steps)."""
     start = time.perf_counter()
-    if anneal:  # interleaved: before each update, from the env steps before its acting
-        learner.anneal_lr([m.module.env_steps for m in members])
-    losses, q_sa, target, norm = learner.update(minibatches)
+    losses, q_sa, target, norm = learner.update(batch)
     elapsed = time.perf_counter() - start
     for k in updated:
         module = members[k].module

@@ -126,6 +126,30 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
     assert "| 5 (0,1,2,3,4) | 0 |" in (sweep / "report" / "report.md").read_text()
 
 
+def test_ensembles_train_in_parallel_worker_processes(tmp_path: Path) -> None:
+    """``hydra.launcher.n_jobs=2``: three seeds as two ensembles (2 + 1 members), trained at
+    once in two spawned worker processes, each job with a single run's files."""
+    sweep = tmp_path / "sweep"
+    proc = rl_train(
+        tmp_path,
+        "-m",
+        "seed=0,1,2",
+        "total_env_steps=1500",
+        "eval.every_env_steps=500",
+        "logger=csv",
+        "progress_bar=false",
+        "hydra/launcher=ensemble",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert "Launching 3 jobs as 2 ensemble(s), 2 at a time" in proc.stdout + proc.stderr
+    for job in range(3):
+        summary = read_summary(sweep / str(job))
+        assert summary["status"] == "completed" and summary["seed"] == job
+        assert summary["env_steps"] >= 1500 and len(summary["eval_history"]) == 2
+        assert (sweep / str(job) / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_a_crashed_ensemble_resumes_to_the_uninterrupted_weights(
     compose_config, tmp_path: Path
 ) -> None:

@@ -53,15 +53,39 @@ def single_update(module: QLearningModule, optimizer, batch: TransitionBatch) ->
     return float(loss.detach())
 
 
-@pytest.mark.parametrize("target", ["hard", "polyak"])
-def test_members_follow_their_single_runs_for_200_updates(compose_config, target: str) -> None:
-    # the default run (Double Q, Huber, Adam, clipping at 10) with a short target period, so
-    # that 200 updates see two hard copies
-    cfg = compose_config([f"target={target}", "target.every_updates=100"])
+@pytest.mark.parametrize(
+    ("overrides", "design"),
+    [
+        # the default run (Double Q, Huber, Adam, clipping at 10) with a short target period,
+        # so that 200 updates see two hard copies
+        (["target=hard"], "batched"),
+        (["target=hard"], "vmap"),
+        (["target=polyak"], "batched"),
+        # the other parts with a batched twin
+        (
+            [
+                "arch/head=dueling",
+                "arch.encoder.norm=layernorm",
+                "arch.encoder.activation=tanh",
+                "estimator=expected_sarsa",
+                "loss=mse",
+            ],
+            "batched",
+        ),
+        # a network without one (a distributional head: its own loss) goes through vmap
+        (["arch/head=distributional", "arch.head.v_min=-10", "arch.head.v_max=10"], "vmap"),
+    ],
+    ids=["default", "default-vmap", "polyak", "dueling-layernorm", "c51"],
+)
+def test_members_follow_their_single_runs_for_200_updates(
+    compose_config, overrides: list[str], design: str
+) -> None:
+    cfg = compose_config([*overrides, "target.every_updates=100"])
     seeds = [0, 1, 2]
     singles = [member(cfg, s) for s in seeds]
     optimizers = [instantiate(cfg.optim)(m.q_network.parameters()) for m in singles]
-    learner = EnsembleLearner([copy.deepcopy(m) for m in singles])
+    learner = EnsembleLearner([copy.deepcopy(m) for m in singles], design=design)
+    assert learner.design == design
     generator = torch.Generator().manual_seed(0)
     worst_loss = 0.0
     for _ in range(200):
@@ -103,6 +127,15 @@ def test_a_frozen_member_keeps_its_weights_while_the_others_learn(compose_config
     for old, new in zip(before, learner.params, strict=True):
         assert torch.equal(old[1], new[1])
         assert not torch.equal(old[0], new[0])
+
+
+def test_the_batched_design_is_chosen_where_it_exists(compose_config) -> None:
+    cfg = compose_config(["arch/head=distributional", "arch.head.v_min=-10", "arch.head.v_max=10"])
+    members = [member(cfg, 0), member(cfg, 1)]
+    assert EnsembleLearner(copy.deepcopy(members)).design == "vmap"
+    with pytest.raises(ValueError, match="no hand-batched twin"):
+        EnsembleLearner(members, design="batched")
+    assert EnsembleLearner([member(compose_config([]), s) for s in (0, 1)]).design == "batched"
 
 
 def test_networks_with_batchnorm_or_noise_are_refused(compose_config) -> None:
