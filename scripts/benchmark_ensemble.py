@@ -21,8 +21,9 @@ Reports the median time of one update of all N members and per member.
 (50,000 env steps each, ``logger=none``), wall time from launch to the last summary, one after
 another: ``rl-train -m 'seed=range(10)' hydra/launcher=joblib hydra.launcher.n_jobs=2`` (10 single
 runs, 2 worker processes) against ``rl-train -m 'seed=range(N)' hydra/launcher=ensemble`` for each
-N (one process; ``torch_threads`` as given), with the peak resident memory of the process tree
-and the final greedy returns of every seed. Writes ``benchmark_ensemble[_sweep].json`` / ``.md``
+N (one process; ``torch_threads`` as given) and, for the ``--parallel`` sizes, the same with
+``hydra.launcher.n_jobs=2`` (two ensembles of N/2 in two worker processes), with the peak
+resident memory of the largest process and the final greedy returns of every seed. Writes ``benchmark_ensemble[_sweep].json`` / ``.md``
 to ``--out``.
 """
 
@@ -185,6 +186,11 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=300, help="timed updates per design")
     parser.add_argument("--steps", type=int, default=50_000, help="sweep: env steps per run")
     parser.add_argument("--threads", type=int, default=1, help="sweep: torch threads")
+    parser.add_argument(
+        "--parallel",
+        default="10,20",
+        help="sweep: ensemble sizes also run as 2 ensembles at once (hydra.launcher.n_jobs=2)",
+    )
     parser.add_argument("--out", type=Path, default=Path("."), help="where results go")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +217,17 @@ def main() -> None:
                 ["hydra/launcher=ensemble"], n, args.steps, args.threads, scratch / str(n)
             )
             rows.append({"setting": f"ensemble of {n}, {args.threads} thread(s)", **result})
+            print(rows[-1], flush=True)
+        for n in [int(n) for n in args.parallel.split(",") if n]:
+            launcher = ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2"]
+            result = sweep(launcher, n, args.steps, args.threads, scratch / f"{n}-parallel")
+            rows.append(
+                {
+                    "setting": f"{n} seeds as 2 ensembles at once (n_jobs=2), "
+                    f"{args.threads} thread(s) each",
+                    **result,
+                }
+            )
             print(rows[-1], flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
