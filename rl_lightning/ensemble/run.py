@@ -18,6 +18,7 @@ A stopped ensemble resumes from its members' checkpoints (``resume=auto``, or ea
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,8 @@ from rl_lightning.validation import ConfigError
 #: config keys the members of one ensemble may set apart (resume: each its own run dir; the
 #: fault injection: tests of a member that fails while the others go on)
 PER_MEMBER_KEYS = ("seed", "fault_injection", "resume")
+
+log = logging.getLogger("rl_lightning")
 
 
 class _OneProcess:
@@ -196,6 +199,8 @@ def _build(
     if len({s[7] is None for s in started}) != 1:
         raise ConfigError("resume all members of an ensemble or none (resume=auto for all)")
     learner = EnsembleLearner([s[5] for s in started])
+    design = "hand-batched layers" if learner.design == "batched" else "vmap"
+    log.info(f"ensemble of {learner.size} members, one update for all through {design}")
     members = []
     for k, (record, cfg, context, env, q_network, module, exploration, point) in enumerate(started):
         datamodule = build_datamodule(

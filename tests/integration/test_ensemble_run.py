@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from test_ddp import rl_train
 from test_sweeps import console_script, subprocess_env, wandb_records
@@ -25,9 +26,12 @@ BASE = [
 ]
 
 
-def test_members_end_as_the_single_runs_of_their_seeds(compose_config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["interleaved=true"]], ids=["bursts", "interleaved"])
+def test_members_end_as_the_single_runs_of_their_seeds(
+    compose_config, tmp_path: Path, extra: list[str]
+) -> None:
     seeds = [0, 1]
-    overrides = [[*BASE, f"seed={s}"] for s in seeds]
+    overrides = [[*BASE, *extra, f"seed={s}"] for s in seeds]
     members = train_ensemble(
         [compose_config(o) for o in overrides],
         run_dirs=[tmp_path / f"member{s}" for s in seeds],
