@@ -114,6 +114,8 @@ class EnsembleLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        from rl_lightning.ensemble.run import Unsupported
+
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -143,9 +145,14 @@ class EnsembleLauncher(Launcher):
                 ret.return_value = summary.get("eval_return_mean")
                 returns[idx] = ret
 
+        singles: list[tuple[int, dict[str, Any]]] = []  # the jobs of unsupported ensembles
         if self.n_jobs == 1:
             for chunk, members in zip(chunks, prepared, strict=True):
-                collect(chunk, members, _train(members))
+                try:
+                    collect(chunk, members, _train(members))
+                except Unsupported as exc:
+                    self._warn(chunk, exc, initial_job_idx)
+                    singles += zip(chunk, members, strict=True)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         else:  # spawned workers: no state of this process (torch threads, signal handlers)
             payloads = [
@@ -155,8 +162,27 @@ class EnsembleLauncher(Launcher):
             with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
                 futures = [pool.submit(_train, payload) for payload in payloads]
                 for chunk, members, future in zip(chunks, prepared, futures, strict=True):
-                    collect(chunk, members, future.result())
+                    try:
+                        collect(chunk, members, future.result())
+                    except Unsupported as exc:
+                        self._warn(chunk, exc, initial_job_idx)
+                        singles += zip(chunk, members, strict=True)
+        for idx, member in singles:  # one after another in this process, as the basic launcher
+            assert self.task_function is not None
+            returns[idx] = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=member["sweep_config"],
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [r for r in returns if r is not None]
+
+    @staticmethod
+    def _warn(chunk: list[int], exc: Exception, initial_job_idx: int) -> None:
+        jobs = ", ".join(f"#{initial_job_idx + idx}" for idx in chunk)
+        log.warning(f"jobs {jobs} cannot train as an ensemble ({exc}): they run as single runs")
 
     def _prepare(self, overrides: list[str], idx: int) -> dict[str, Any]:
         """The job's dir, ``.hydra/`` and config, made by Hydra's ``run_job`` around a task that
@@ -176,6 +202,7 @@ class EnsembleLauncher(Launcher):
             seen["run_dir"] = Path(hydra_cfg.runtime.output_dir)
             seen["overrides"] = list(hydra_cfg.overrides.task)
 
+        seen["sweep_config"] = sweep_config
         seen["return"] = run_job(
             hydra_context=self.hydra_context,
             task_function=record,

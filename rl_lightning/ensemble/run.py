@@ -43,20 +43,47 @@ from rl_lightning.checkpointing import buffer_checkpoint_choice
 from rl_lightning.data import ReplayDataModule
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.dataset import InterleavedUpdates
-from rl_lightning.ensemble.learner import FIELDS, EnsembleLearner, join
+from rl_lightning.data.samplers import sampler_class
+from rl_lightning.ensemble.learner import FIELDS, EnsembleLearner, check_members, join
 from rl_lightning.ensemble.wandb_logger import MemberWandbLogger
 from rl_lightning.loggers import build_loggers
 from rl_lightning.module import QLearningModule
 from rl_lightning.resume import continue_csv_log
 from rl_lightning.run import Run, RunRecord, build_watchdog
 from rl_lightning.signals import StopSignals
-from rl_lightning.validation import ConfigError
+from rl_lightning.validation import ConfigError, validate_config
 
 #: config keys the members of one ensemble may set apart (resume: each its own run dir; the
 #: fault injection: tests of a member that fails while the others go on)
 PER_MEMBER_KEYS = ("seed", "fault_injection", "resume")
 
 log = logging.getLogger("rl_lightning")
+
+
+class Unsupported(ValueError):
+    """These configs cannot train as an ensemble (the launcher runs them as single runs)."""
+
+
+def check_ensemble_config(cfg: DictConfig) -> None:
+    """``Unsupported`` naming the reason if runs of ``cfg`` cannot be ensemble members: before
+    anything of a run exists, from the config and the network it builds (then dropped). A
+    ``ConfigError`` first if the config is not valid at all."""
+    validate_config(cfg)
+    if sampler_class(str(cfg.buffer.sampler._target_)).needs_td_errors:
+        raise Unsupported("an ensemble learns from uniform replay (no prioritized replay yet)")
+    if "ddp" in str(cfg.trainer.get("strategy")) or int(cfg.trainer.get("num_nodes", 1)) > 1:
+        raise Unsupported("an ensemble is one process: DDP runs as single runs")
+    if str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda"):
+        raise Unsupported("ensembles train on the CPU for now: GPU runs run as single runs")
+    env = make_env(cfg)
+    try:
+        exploration = instantiate(cfg.exploration)
+        module = build_module(cfg, build_q_network(cfg, env, exploration), exploration)
+        check_members([module])
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from exc
+    finally:
+        env.close()
 
 
 class _OneProcess:
@@ -152,6 +179,7 @@ def train_ensemble(
         raise ConfigError(
             f"ensemble members must share their configuration except {', '.join(PER_MEMBER_KEYS)}"
         )
+    check_ensemble_config(cfgs[0])
     stop = StopSignals()
     records = []
     for cfg, run_dir, member_overrides in zip(cfgs, run_dirs, overrides, strict=True):

@@ -154,6 +154,31 @@ def test_ensembles_train_in_parallel_worker_processes(tmp_path: Path) -> None:
         assert (sweep / str(job) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_jobs_that_cannot_be_members_run_as_single_runs(tmp_path: Path) -> None:
+    """A sweep over a setting an ensemble refuses (noisy networks: randomness in the update)
+    trains the other setting's seeds as an ensemble and these jobs as single runs."""
+    sweep = tmp_path / "sweep"
+    proc = rl_train(
+        tmp_path,
+        "-m",
+        "exploration=epsilon_greedy,noisy",
+        "seed=0,1",
+        "total_env_steps=1200",
+        "eval.every_env_steps=600",
+        "logger=csv",
+        "progress_bar=false",
+        "hydra/launcher=ensemble",
+        f"hydra.sweep.dir={sweep}",
+    )
+    out = proc.stdout + proc.stderr
+    assert "Launching 4 jobs as 2 ensemble(s)" in out
+    assert "jobs #2, #3 cannot train as an ensemble" in out and "random stream" in out
+    for job in range(4):
+        summary = read_summary(sweep / str(job))
+        assert summary["status"] == "completed" and summary["env_steps"] >= 1200
+    assert "exploration=noisy" in read_summary(sweep / "3")["overrides"]
+
+
 def test_a_crashed_ensemble_resumes_to_the_uninterrupted_weights(
     compose_config, tmp_path: Path
 ) -> None:
