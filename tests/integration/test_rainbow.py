@@ -68,3 +68,27 @@ def test_rainbow_on_acrobot_has_the_envs_support(compose_config) -> None:
     assert (cfg.env.reward_range[0] / (1 - cfg.gamma), cfg.env.reward_range[1]) == pytest.approx(
         (-50.0, 0.0)
     )
+
+
+def test_rainbow_on_minatar_has_revisiting_rainbows_settings(
+    compose_config, tmp_path: Path
+) -> None:
+    # JohanSamir/revisiting_rainbow Configs/rainbow_breakout.gin; the support is [0, 100] here
+    overrides = [
+        "experiment=rainbow",
+        "ablation/rainbow_env=minatar",
+        "total_env_steps=1500",
+        "eval.every_env_steps=0",
+        "eval.final_episodes=1",
+        "logger=none",
+        "progress_bar=false",
+    ]
+    cfg = compose_config(overrides)
+    assert cfg.env.id == "MinAtar/Breakout-v1" and cfg.total_env_steps == 1500
+    assert (cfg.gamma, cfg.batch_size, cfg.env_steps_per_update) == (0.99, 32, 4)
+    assert (cfg.optim.lr, cfg.optim.eps, cfg.target.every_updates) == (1e-4, 3.125e-4, 1000)
+    assert cfg.estimator.n_step == 3 and cfg.arch.head.atoms == 51
+    assert cfg.env.reward_range[1] / (1 - cfg.gamma) == pytest.approx(100.0)
+    summary = train(cfg, run_dir=tmp_path, overrides=overrides)
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["updates"] == (1500 - 1000) // 4
