@@ -8,7 +8,10 @@
 Jobs that differ only in ``seed`` (and ``fault_injection``, ``resume``) form one group; each group (in
 chunks of ``max_members``) trains as one ``rl_lightning.ensemble.train_ensemble`` call. With
 ``n_jobs`` > 1 the ensembles train in that many worker processes at once (one per CPU core, or
-per GPU), and the largest are halved until there are at least ``n_jobs`` of them. Every job
+per GPU), and the largest are halved until there are at least ``n_jobs`` of them. Jobs an
+ensemble cannot train (``rl_lightning.ensemble.run.check_ensemble_config``: prioritized replay,
+noisy or dropout networks, batchnorm, DDP, GPUs) run as single runs after the ensembles, with a
+warning. Every job
 still gets its own output dir under the sweep dir, with ``.hydra/`` and the files a single run
 writes (``summary.json``, metrics, checkpoints), so ``rl-report`` reads the sweep unchanged. Hydra
 requires launchers to live in the ``hydra_plugins`` package; the logic is in ``rl_lightning``.
