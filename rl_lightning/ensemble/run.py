@@ -377,7 +377,8 @@ def _learn(learner: EnsembleLearner, members: list[_Member], items: dict[int, An
         module = members[k].module
         module.stats.steps_since_check.append((module.updates, module.env_steps))
         if module.stats.unlogged() >= module.log_every_updates:
-            module._log_train_metrics()
+            with _member_failures(members[k]):  # the value watchdog may stop the member
+                module._log_train_metrics()
 
 
 def _step(

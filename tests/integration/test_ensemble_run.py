@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from rl_lightning.builders import load_q_network
 from rl_lightning.ensemble.run import train_ensemble
 from rl_lightning.loggers import run_group
 from rl_lightning.summary import read_summary
+from rl_lightning.train_stats import TrainingDiverged, ValueWatchdog
 from rl_lightning.train import train
 
 #: the default run, short: 4 CartPole lanes per member, 1,536 updates, two evaluations
@@ -82,6 +84,37 @@ def test_a_failing_member_fails_alone(compose_config, tmp_path: Path) -> None:
     assert "InjectedFault" in members[1]["error"]
     assert 2500 <= members[1]["env_steps"] < 3000 and members[0]["env_steps"] >= 4000
     assert read_summary(tmp_path / "1")["status"] == "failed"
+
+
+def test_a_member_whose_values_blow_up_diverges_alone(
+    compose_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The value watchdog (``watchdog.on_value_blowup=stop``) of one member ends that member
+    with ``status: diverged`` at a train-metrics log; the other completes."""
+    watchdogs: list[ValueWatchdog] = []
+    built = ValueWatchdog.__init__
+
+    def init(self: ValueWatchdog, **kwargs: Any) -> None:
+        built(self, **kwargs)
+        watchdogs.append(self)
+
+    def check(self: ValueWatchdog, q_abs_max: float, updates: int, env_steps: int) -> None:
+        if self is watchdogs[1] and env_steps >= 2000:  # member 1's values "blow up"
+            raise TrainingDiverged(
+                updates, env_steps, updates, reason="value-blowup", message="test blow-up"
+            )
+
+    monkeypatch.setattr(ValueWatchdog, "__init__", init)
+    monkeypatch.setattr(ValueWatchdog, "check", check)
+    overrides = [[*BASE, f"seed={s}", "watchdog.on_value_blowup=stop"] for s in (0, 1)]
+    members = train_ensemble(
+        [compose_config(o) for o in overrides],
+        run_dirs=[tmp_path / str(s) for s in (0, 1)],
+        overrides=overrides,
+    )
+    assert members[0]["status"] == "completed" and members[0]["env_steps"] >= 4000
+    assert members[1]["status"] == "diverged" and members[1]["env_steps"] < 4000
+    assert read_summary(tmp_path / "1")["status"] == "diverged"
 
 
 def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: Path) -> None:
