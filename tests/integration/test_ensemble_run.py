@@ -15,8 +15,8 @@ from rl_lightning.builders import load_q_network
 from rl_lightning.ensemble.run import train_ensemble
 from rl_lightning.loggers import run_group
 from rl_lightning.summary import read_summary
-from rl_lightning.train_stats import TrainingDiverged, ValueWatchdog
 from rl_lightning.train import train
+from rl_lightning.train_stats import TrainingDiverged, ValueWatchdog
 
 #: the default run, short: 4 CartPole lanes per member, 1,536 updates, two evaluations
 BASE = [
