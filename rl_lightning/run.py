@@ -116,6 +116,24 @@ def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
         timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
+def plan_checkpoints(cfg: DictConfig, context: RunContext, datamodule: ReplayDataModule) -> None:
+    """Whether the run's checkpoints carry its replay buffer (``checkpoint.save_buffer``), and
+    the checkpoint plan said once in the run's log."""
+    datamodule.save_buffer = buffer_checkpoint_choice(
+        cfg.checkpoint.save_buffer,
+        online=datamodule.dataset.online,
+        nbytes=datamodule.buffer.nbytes,
+    )
+    log.info(
+        "checkpoints: every %s env steps, newest %d kept, in %s; replay buffer (%.1f MB) %s",
+        cfg.checkpoint.every_env_steps or "(never: at the end and on signals only)",
+        cfg.checkpoint.keep_last,
+        context.run_dir / CHECKPOINT_DIR,
+        datamodule.buffer.nbytes / 1e6,
+        "included" if datamodule.save_buffer else "not included: a resume refills it",
+    )
+
+
 def build_run(cfg: DictConfig, context: RunContext, point: ResumePoint | None = None) -> Run:
     """Seed, then build the components in a fixed order (the random streams depend on it)."""
     check_accelerator(cfg)  # before anything is built: exit status 2 without a GPU
@@ -147,19 +165,7 @@ def _build_around(
         # a sampler that learns from the TD errors (prioritized replay) gets them after each update
         module.on_td_errors = datamodule.sampler.td_errors_hook()
         module.watchdog = build_watchdog(cfg, env, datamodule)
-    datamodule.save_buffer = buffer_checkpoint_choice(
-        cfg.checkpoint.save_buffer,
-        online=datamodule.dataset.online,
-        nbytes=datamodule.buffer.nbytes,
-    )
-    log.info(
-        "checkpoints: every %s env steps, newest %d kept, in %s; replay buffer (%.1f MB) %s",
-        cfg.checkpoint.every_env_steps or "(never: at the end and on signals only)",
-        cfg.checkpoint.keep_last,
-        context.run_dir / CHECKPOINT_DIR,
-        datamodule.buffer.nbytes / 1e6,
-        "included" if datamodule.save_buffer else "not included: a resume refills it",
-    )
+    plan_checkpoints(cfg, context, datamodule)
     with timed(timings, "callbacks"):
         callbacks = build_callbacks(cfg, context)
     with timed(timings, "loggers"):

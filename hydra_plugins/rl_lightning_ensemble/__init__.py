@@ -138,6 +138,9 @@ class EnsembleLauncher(Launcher):
                 overrides = list(job_overrides[idx])
                 log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
                 members.append(self._prepare(overrides, initial_job_idx + idx))
+                # the job's file handler off again: each member's messages go to its own
+                # train.log (ensemble/member_logs.py), not to the last prepared job's
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             prepared.append(members)
         returns: list[JobReturn | None] = [None] * len(job_overrides)
 

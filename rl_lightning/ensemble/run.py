@@ -39,17 +39,18 @@ from rl_lightning.builders import (
     make_env,
 )
 from rl_lightning.callbacks import EnvStepProgressBar
-from rl_lightning.checkpointing import buffer_checkpoint_choice
-from rl_lightning.data import ReplayDataModule
+from rl_lightning.context import RunContext
 from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.dataset import InterleavedUpdates
 from rl_lightning.data.samplers import sampler_class
+from rl_lightning.ensemble import member_logs
 from rl_lightning.ensemble.learner import FIELDS, EnsembleLearner, check_members, join
+from rl_lightning.ensemble.trainer import MemberTrainer
 from rl_lightning.ensemble.wandb_logger import MemberWandbLogger
 from rl_lightning.loggers import build_loggers
 from rl_lightning.module import QLearningModule
-from rl_lightning.resume import continue_csv_log
-from rl_lightning.run import Run, RunRecord, build_watchdog
+from rl_lightning.resume import ResumePoint, continue_csv_log
+from rl_lightning.run import Run, RunRecord, build_watchdog, plan_checkpoints
 from rl_lightning.signals import StopSignals
 from rl_lightning.validation import ConfigError, validate_config
 
@@ -84,67 +85,6 @@ def check_ensemble_config(cfg: DictConfig) -> None:
         raise Unsupported(str(exc)) from exc
     finally:
         env.close()
-
-
-class _OneProcess:
-    """The strategy of a single process, as the callbacks ask it (``RunCheckpointCallback``)."""
-
-    def barrier(self, name: str | None = None) -> None:
-        return None
-
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
-        return decision
-
-
-class MemberTrainer:
-    """What a member's callbacks read of a Lightning Trainer, for one ensemble member."""
-
-    is_global_zero = True
-    world_size = 1
-    global_rank = 0
-    ckpt_path = None
-
-    def __init__(
-        self,
-        member: int,
-        learner: EnsembleLearner,
-        module: QLearningModule,
-        datamodule: ReplayDataModule,
-        loggers: list[Any],
-        callbacks: list[pl.Callback],
-    ) -> None:
-        self.member = member
-        self.learner = learner
-        self.module = module
-        self.datamodule = datamodule
-        self.loggers = loggers
-        self.callbacks = callbacks
-        self.strategy = _OneProcess()
-
-    def call(self, hook: str, *args: Any) -> None:
-        """Run ``hook`` of every callback of this member."""
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, self.module, *args)
-
-    def save_checkpoint(self, path: str) -> None:
-        """A checkpoint of this member in Lightning's layout (``rl-eval`` reads it): its
-        networks, its slice of the shared optimizer's state, its callbacks' and data side's
-        state, and what the module and callbacks add through their hooks."""
-        module = self.module
-        checkpoint: dict[str, Any] = {
-            "epoch": 0,
-            "global_step": module.updates,
-            "pytorch-lightning_version": pl.__version__,
-            "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
-            "loops": {},
-            "optimizer_states": [self.learner.member_optimizer_state(self.member)],
-            "lr_schedulers": [],
-            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
-            type(self.datamodule).__qualname__: self.datamodule.state_dict(),
-        }
-        module.on_save_checkpoint(checkpoint)
-        self.call("on_save_checkpoint", checkpoint)
-        torch.save(checkpoint, path)
 
 
 class _Member:
@@ -186,25 +126,26 @@ def train_ensemble(
         record = RunRecord(cfg, run_dir=run_dir, overrides=list(member_overrides))
         record.stop = stop  # one set of signal flags for all members
         records.append(record)
-    members: list[_Member] = []
-    try:
-        members = _build(records, list(cfgs), [list(o) for o in overrides])
-        _fit(members)
+    with member_logs.routed(log):  # each member's messages into its own train.log
+        members: list[_Member] = []
+        try:
+            members = _build(records, list(cfgs), [list(o) for o in overrides])
+            _fit(members)
+            for member in members:
+                if not member.failed:
+                    with _member_failures(member):
+                        member.record.finish()
+        except BaseException:
+            exc = sys.exc_info()
+            for k, record in enumerate(records):
+                if k >= len(members) or not members[k].failed:
+                    record.__exit__(*exc)
+            raise
         for member in members:
             if not member.failed:
-                with _member_failures(member):
-                    member.record.finish()
-    except BaseException:
-        exc = sys.exc_info()
-        for k, record in enumerate(records):
-            if k >= len(members) or not members[k].failed:
-                record.__exit__(*exc)
-        raise
-    for member in members:
-        if not member.failed:
-            member.record.__exit__(None, None, None)
-            _finalize_loggers(member, "success")
-    return [record.summary for record in records]
+                member.record.__exit__(None, None, None)
+                _finalize_loggers(member, "success")
+        return [record.summary for record in records]
 
 
 def _build(
@@ -215,14 +156,15 @@ def _build(
     the data sides (their numpy acting plans read the parameters), callbacks, loggers."""
     started = []
     for record, member_cfg, member_overrides in zip(records, cfgs, overrides, strict=True):
-        cfg, context, point = record.start(member_cfg, member_overrides)
-        check_accelerator(cfg)
-        torch.set_num_threads(int(cfg.torch_threads))
-        pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
-        env = make_env(cfg)
-        exploration = instantiate(cfg.exploration)
-        q_network = build_q_network(cfg, env, exploration)
-        module = build_module(cfg, q_network, exploration)
+        with member_logs.member(record.run_dir, int(member_cfg.seed)):
+            cfg, context, point = record.start(member_cfg, member_overrides)
+            check_accelerator(cfg)
+            torch.set_num_threads(int(cfg.torch_threads))
+            pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+            env = make_env(cfg)
+            exploration = instantiate(cfg.exploration)
+            q_network = build_q_network(cfg, env, exploration)
+            module = build_module(cfg, q_network, exploration)
         started.append((record, cfg, context, env, q_network, module, exploration, point))
     if len({s[7] is None for s in started}) != 1:
         raise ConfigError("resume all members of an ensemble or none (resume=auto for all)")
@@ -231,39 +173,16 @@ def _build(
     log.info(f"ensemble of {learner.size} members, one update for all through {design}")
     members = []
     for k, (record, cfg, context, env, q_network, module, exploration, point) in enumerate(started):
-        datamodule = build_datamodule(
-            cfg, env, q_network, exploration, n_step=module.estimator.n_step
-        )
-        module.watchdog = build_watchdog(cfg, env, datamodule)
-        datamodule.save_buffer = buffer_checkpoint_choice(
-            cfg.checkpoint.save_buffer,
-            online=datamodule.dataset.online,
-            nbytes=datamodule.buffer.nbytes,
-        )
-        callbacks = [
-            c for c in build_callbacks(cfg, context) if not isinstance(c, EnvStepProgressBar)
-        ]
-        config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
-        loggers: list[Any] = (
-            [
-                MemberWandbLogger(
-                    cfg.logger,
-                    run_dir=context.run_dir,
-                    config=config,
-                    overrides=list(context.overrides),
-                )
-            ]
-            if cfg.logger.kind == "wandb"
-            else build_loggers(
-                cfg.logger,
-                run_dir=context.run_dir,
-                config=config,
-                overrides=list(context.overrides),
-                purge_step=point.state["env_steps"] if point is not None else None,
+        with member_logs.member(context.run_dir, context.seed):
+            datamodule = build_datamodule(
+                cfg, env, q_network, exploration, n_step=module.estimator.n_step
             )
-        )
-        if point is not None:
-            continue_csv_log(loggers, rows=point.state["csv_rows"])
+            module.watchdog = build_watchdog(cfg, env, datamodule)
+            plan_checkpoints(cfg, context, datamodule)
+            callbacks = [
+                c for c in build_callbacks(cfg, context) if not isinstance(c, EnvStepProgressBar)
+            ]
+            loggers = _member_loggers(cfg, context, point)
         trainer = MemberTrainer(k, learner, module, datamodule, loggers, callbacks)
         module._trainer = trainer  # type: ignore[assignment]  # module.loggers reads it
         run = Run(cfg, context, env, q_network, module, datamodule, cast(Any, trainer), point)
@@ -272,6 +191,28 @@ def _build(
     if started[0][7] is not None:
         _restore(learner, members)
     return members
+
+
+def _member_loggers(cfg: DictConfig, context: RunContext, point: ResumePoint | None) -> list[Any]:
+    """A member's loggers, as a single run's (``logger=wandb``: its own W&B run)."""
+    config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+    overrides = list(context.overrides)
+    if cfg.logger.kind == "wandb":
+        return [
+            MemberWandbLogger(
+                cfg.logger, run_dir=context.run_dir, config=config, overrides=overrides
+            )
+        ]
+    loggers = build_loggers(
+        cfg.logger,
+        run_dir=context.run_dir,
+        config=config,
+        overrides=overrides,
+        purge_step=point.state["env_steps"] if point is not None else None,
+    )
+    if point is not None:
+        continue_csv_log(loggers, rows=point.state["csv_rows"])
+    return loggers
 
 
 def _restore(learner: EnsembleLearner, members: list[_Member]) -> None:
@@ -302,7 +243,8 @@ def _member_failures(member: _Member) -> Iterator[None]:
     """An exception of one member ends that member only: its record writes the status (failed,
     diverged, interrupted) and the error into its summary; its weights are frozen."""
     try:
-        yield
+        with member_logs.member(member.run.context.run_dir, member.run.context.seed):
+            yield
     except Exception:
         member.failed = True
         member.trainer.learner.frozen[member.trainer.member] = True

@@ -150,6 +150,9 @@ def test_a_seed_sweep_runs_as_one_ensemble_and_reports_as_single_runs(tmp_path: 
         )
         run_ids.add(run.run_id)
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        log = (run_dir / "train.log").read_text()  # the member's messages, and only its
+        assert f"[seed {job}] checkpoints: every" in log
+        assert all(f"[seed {other}]" not in log for other in range(5) if other != job)
     assert len(run_ids) == 5
     report = subprocess.run(
         [console_script("rl-report"), str(sweep)],
