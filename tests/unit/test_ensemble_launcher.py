@@ -26,6 +26,7 @@ def test_the_launcher_splits_groups_into_chunks() -> None:
         (["trainer=gpu"], "CPU"),
         (["exploration=noisy"], "random stream"),
         (["arch.encoder.norm=batchnorm"], "batchnorm"),
+        (["arch/head=quantile"], "QuantileTDLoss"),
     ],
 )
 def test_what_an_ensemble_cannot_train_is_said_before_anything_runs(
