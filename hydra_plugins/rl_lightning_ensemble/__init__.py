@@ -19,9 +19,10 @@ requires launchers to live in the ``hydra_plugins`` package; the logic is in ``r
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,28 +152,29 @@ class EnsembleLauncher(Launcher):
                 ret.return_value = summary.get("eval_return_mean")
                 returns[idx] = ret
 
-        singles: list[tuple[int, dict[str, Any]]] = []  # the jobs of unsupported ensembles
-        if self.n_jobs == 1:
-            for chunk, members in zip(chunks, prepared, strict=True):
-                try:
-                    collect(chunk, members, _train(members))
-                except Unsupported as exc:
-                    self._warn(chunk, exc, initial_job_idx)
-                    singles += zip(chunk, members, strict=True)
-                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        else:  # spawned workers: no state of this process (torch threads, signal handlers)
+        def results() -> Iterator[tuple[list[int], list[dict[str, Any]], Callable[[], list]]]:
+            """Each ensemble's jobs, members and a call that returns its summaries."""
+            if self.n_jobs == 1:
+                for chunk, members in zip(chunks, prepared, strict=True):
+                    yield chunk, members, functools.partial(_train, members)
+                return
+            # spawned workers: no state of this process (torch threads, signal handlers)
             payloads = [
                 [{k: m[k] for k in ("cfg", "run_dir", "overrides")} for m in ms] for ms in prepared
             ]
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
                 futures = [pool.submit(_train, payload) for payload in payloads]
-                for chunk, members, future in zip(chunks, prepared, futures, strict=True):
-                    try:
-                        collect(chunk, members, future.result())
-                    except Unsupported as exc:
-                        self._warn(chunk, exc, initial_job_idx)
-                        singles += zip(chunk, members, strict=True)
+                yield from zip(chunks, prepared, [f.result for f in futures], strict=True)
+
+        singles: list[tuple[int, dict[str, Any]]] = []  # the jobs of unsupported ensembles
+        for chunk, members, summaries in results():
+            try:
+                collect(chunk, members, summaries())
+            except Unsupported as exc:
+                self._warn(chunk, exc, initial_job_idx)
+                singles += zip(chunk, members, strict=True)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for idx, member in singles:  # one after another in this process, as the basic launcher
             assert self.task_function is not None
             returns[idx] = run_job(

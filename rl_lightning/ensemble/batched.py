@@ -89,10 +89,8 @@ class BatchedNetwork:
         return q.flatten(0, 1)
 
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q(s_b, a_b) for each row, as ``QNetwork.q_values``."""
-        if actions.dtype != torch.int64:
-            actions = actions.long()
-        return self(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        """Q(s_b, a_b) for each row: ``QNetwork.q_values`` on this forward."""
+        return QNetwork.q_values(cast(Any, self), obs, actions)
 
     def _apply(
         self, module: nn.Module, params: dict[str, torch.Tensor], prefix: str, x: torch.Tensor

@@ -73,12 +73,13 @@ class _LossCall(nn.Module):
         return self._loss(batch)
 
 
-def join(minibatches: Sequence[TransitionBatch]) -> TransitionBatch:
+def join(minibatches: Sequence[TransitionBatch], dim: int = 0) -> TransitionBatch:
     """The members' minibatches ``(B, ...)`` as one batch ``(N * B, ...)``, member-major, at the
-    members' mean env-step count (what an estimator reading the behaviour's epsilon sees)."""
+    members' mean env-step count (what an estimator reading the behaviour's epsilon sees).
+    ``dim=1``: their bursts of K minibatches ``(K, B, ...)`` as ``(K, N * B, ...)``."""
     if any(b.weights is not None for b in minibatches):
         raise ValueError("an ensemble learns from uniform replay (no importance weights)")
-    fields = {f: torch.cat([getattr(b, f) for b in minibatches]) for f in FIELDS}
+    fields = {f: torch.cat([getattr(b, f) for b in minibatches], dim=dim) for f in FIELDS}
     env_steps = int(sum(b.env_steps for b in minibatches) / len(minibatches))
     return TransitionBatch(**fields, env_steps=env_steps)
 

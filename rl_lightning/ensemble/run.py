@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ from rl_lightning.data.buffer import TransitionBatch
 from rl_lightning.data.dataset import InterleavedUpdates
 from rl_lightning.data.samplers import sampler_class
 from rl_lightning.ensemble import member_logs
-from rl_lightning.ensemble.learner import FIELDS, EnsembleLearner, check_members, join
+from rl_lightning.ensemble.learner import EnsembleLearner, check_members, join
 from rl_lightning.ensemble.trainer import MemberTrainer
 from rl_lightning.ensemble.wandb_logger import MemberWandbLogger
 from rl_lightning.loggers import build_loggers
@@ -308,13 +309,9 @@ def _learn(learner: EnsembleLearner, members: list[_Member], items: dict[int, An
     else:  # bursts: the learning rate set once, from the env steps before the burst
         learner.anneal_lr([m.module.env_steps for m in members])
         stand_in = [m.last if isinstance(m.last, TransitionBatch) else first for m in members]
-        # the members' K minibatches (K, B, ...) joined once per burst: (K, N * B, ...)
-        fields = [torch.cat([getattr(b, f) for b in stand_in], dim=1) for f in FIELDS]
-        env_steps = int(sum(b.env_steps for b in stand_in) / len(stand_in))
+        joined = join(stand_in, dim=1)  # once per burst: (K, N * B, ...)
         for j in range(first.actions.shape[0]):
-            rows = {name: f[j] for name, f in zip(FIELDS, fields, strict=True)}
-            batch = TransitionBatch(**rows, env_steps=env_steps)
-            _step(learner, members, batch, stand_in, list(items))
+            _step(learner, members, joined.map(operator.itemgetter(j)), stand_in, list(items))
     for k in items:
         module = members[k].module
         module.stats.steps_since_check.append((module.updates, module.env_steps))
